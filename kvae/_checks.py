@@ -1,0 +1,43 @@
+"""Argument checks shared by kvae's components (Keras-style messages)."""
+
+from kvae.errors import ConfigError
+
+
+def positive_int(name, value, *, what=""):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        hint = f" {what}" if what else ""
+        raise ConfigError(
+            f"Expected `{name}` to be an integer >= 1.{hint} Received: {name}={value!r}"
+        )
+    return value
+
+
+def shape_tuple(name, value):
+    try:
+        shape = tuple(int(d) for d in value)
+    except TypeError:
+        shape = None
+    if not shape or any(d < 1 for d in shape):
+        raise ConfigError(
+            f"Expected `{name}` to be a non-empty tuple of positive integers, such as "
+            f"(28, 28, 1). Received: {name}={value!r}"
+        )
+    return shape
+
+
+def choice(name, value, allowed):
+    if value not in allowed:
+        raise ConfigError(
+            f"Expected `{name}` to be one of {sorted(allowed)}. Received: {name}={value!r}"
+        )
+    return value
+
+
+def positive_float(name, value):
+    try:
+        ok = float(value) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"Expected `{name}` to be a number > 0. Received: {name}={value!r}")
+    return float(value)

@@ -1,0 +1,249 @@
+"""Likelihood heads p(x|z): decoder features -> parameters -> a TFP distribution whose
+event shape is one data point (for images, (H, W, C)).
+
+Any decoder composes with any head: a head maps features onto the data's shape itself.
+If the features already have the data's spatial layout (a convolutional decoder's
+(H, W, F) map for (H, W, C) data) the head is a per-position projection F -> C * k;
+otherwise the features are flattened and projected densely to prod(event_shape) * k.
+``k = params_per_dim`` is how many numbers the distribution needs per data dimension.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from kvae._checks import choice, positive_float, positive_int, shape_tuple
+from kvae.errors import ConfigError, DataError
+
+tfd = tfp.distributions
+tfb = tfp.bijectors
+
+
+def _inverse_softplus(y):
+    return float(y + math.log(-math.expm1(-y)))
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class LikelihoodHead(keras.layers.Layer):
+    """Base class of likelihood heads.
+
+    ``call(features)`` returns parameters of shape ``(batch, *event_shape, params_per_dim)``;
+    ``distribution(params)`` builds p(x|z) with ``reinterpreted_batch_ndims = len(event_shape)``,
+    so ``log_prob`` gives one number (nats) per example. ``prepare(x)`` maps data to the
+    distribution's support (identity except for discretised heads), ``mean(params)`` gives the
+    expected data point and ``to_data(sample)`` maps samples back to the data's units.
+    """
+
+    params_per_dim = 1
+    data_range = None  # (low, high) that data must lie in, or None for any finite value
+
+    def __init__(self, event_shape, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.event_shape = shape_tuple("event_shape", event_shape)
+        self.projection = None
+        self._pointwise = None
+
+    # ----- parameters ---------------------------------------------------------------
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        spatial = tuple(self.event_shape[:-1])
+        self._pointwise = len(input_shape) - 1 == len(self.event_shape) and (
+            tuple(input_shape[1:-1]) == spatial
+        )
+        if self._pointwise:
+            units = self.event_shape[-1] * self.params_per_dim
+            self.projection = keras.layers.Dense(units, dtype=self.dtype_policy, name="params")
+            self.projection.build(input_shape)
+        else:
+            units = int(np.prod(self.event_shape)) * self.params_per_dim
+            self.projection = keras.layers.Dense(units, dtype=self.dtype_policy, name="params")
+            self.projection.build((input_shape[0], int(np.prod(input_shape[1:]))))
+        self.build_extra()
+        self.built = True
+
+    def build_extra(self):
+        """Create weights that do not depend on z (a learned scale, say)."""
+
+    def call(self, features):
+        if not self._pointwise and len(features.shape) > 2:
+            features = keras.ops.reshape(features, (-1, int(np.prod(features.shape[1:]))))
+        params = self.projection(features)
+        return keras.ops.reshape(params, (-1, *self.event_shape, self.params_per_dim))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.event_shape, self.params_per_dim)
+
+    # ----- distribution -------------------------------------------------------------
+    def distribution(self, params):
+        raise NotImplementedError
+
+    def _independent(self, dist):
+        return tfd.Independent(dist, reinterpreted_batch_ndims=len(self.event_shape))
+
+    def prepare(self, x):
+        """Data -> the distribution's support. Identity unless the head is discrete."""
+        return x
+
+    def to_data(self, sample):
+        """A sample of ``distribution`` -> the data's units."""
+        return sample
+
+    def mean(self, params):
+        """The expected data point under p(x|z), in the data's units."""
+        return self.distribution(params).mean()
+
+    # ----- data checks ----------------------------------------------------------------
+    def check_data(self, x, name="x"):
+        """Raise DataError if ``x`` (a numpy array of examples) cannot be scored."""
+        if self.data_range is None:
+            return
+        low, high = self.data_range
+        xmin, xmax = float(np.min(x)), float(np.max(x))
+        if xmin < low or xmax > high:
+            raise DataError(
+                f"Expected {name} values in [{low}, {high}] for the {self.__class__.__name__} "
+                f"likelihood. Received: values from {xmin:g} to {xmax:g}. Rescale the data "
+                f"(for 8-bit images, divide by 256) or choose a likelihood for real-valued "
+                f"data such as likelihood='gaussian'."
+            )
+
+    def get_config(self):
+        return {**super().get_config(), "event_shape": list(self.event_shape)}
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class Bernoulli(LikelihoodHead):
+    """Independent Bernoulli per dimension, parameterised by logits.
+
+    Scores data in [0, 1]; for non-binary (grey-level) data ``log_prob`` is the negative
+    binary cross-entropy with continuous targets, as in the Keras VAE example.
+    """
+
+    data_range = (0.0, 1.0)
+
+    def distribution(self, params):
+        return self._independent(tfd.Bernoulli(logits=params[..., 0], dtype=params.dtype))
+
+    def mean(self, params):
+        return tf.sigmoid(params[..., 0])
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class ContinuousBernoulli(LikelihoodHead):
+    """Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019): a proper density on [0, 1]."""
+
+    data_range = (0.0, 1.0)
+
+    def distribution(self, params):
+        return self._independent(tfd.ContinuousBernoulli(logits=params[..., 0]))
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class Gaussian(LikelihoodHead):
+    """Independent Gaussian N(mu(z), sigma^2) per dimension.
+
+    Args:
+        event_shape: shape of one data point.
+        scale: ``"fixed"`` (sigma = ``init_scale`` forever), ``"scalar"`` (one learned sigma
+            shared by all dimensions) or ``"per_dim"`` (a learned sigma per data dimension);
+            learned scales are softplus-parameterised plus ``min_scale``, so always > 0.
+        init_scale: the fixed or initial sigma.
+        min_scale: floor of a learned sigma.
+
+    With ``scale="scalar"`` and a linear decoder this is probabilistic PCA.
+    """
+
+    def __init__(
+        self, event_shape, scale="fixed", init_scale=1.0, min_scale=1e-4, **kwargs
+    ):
+        super().__init__(event_shape, **kwargs)
+        self.scale = choice("scale", scale, {"fixed", "scalar", "per_dim"})
+        self.init_scale = positive_float("init_scale", init_scale)
+        self.min_scale = positive_float("min_scale", min_scale)
+        self.raw_scale = None
+
+    def build_extra(self):
+        if self.scale == "fixed":
+            return
+        shape = () if self.scale == "scalar" else self.event_shape
+        init = _inverse_softplus(max(self.init_scale - self.min_scale, 1e-6))
+        self.raw_scale = self.add_weight(
+            name="raw_scale",
+            shape=shape,
+            initializer=keras.initializers.Constant(init),
+            trainable=True,
+        )
+
+    def sigma(self):
+        if self.raw_scale is None:
+            return tf.constant(self.init_scale, tf.float32)
+        return tf.math.softplus(tf.convert_to_tensor(self.raw_scale)) + self.min_scale
+
+    def distribution(self, params):
+        loc = params[..., 0]
+        scale = tf.broadcast_to(self.sigma(), tf.shape(loc))
+        return self._independent(tfd.Normal(loc=loc, scale=scale))
+
+    def mean(self, params):
+        return params[..., 0]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "scale": self.scale,
+            "init_scale": self.init_scale,
+            "min_scale": self.min_scale,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class DiscretizedLogistic(LikelihoodHead):
+    """Discretised logistic for quantised data (8-bit images), as in PixelCNN++ / IAF.
+
+    Data x in [0, 1] is read as bin ``k = floor(x * num_bins)`` (clipped to the last bin),
+    which is exact both for uint8/256 (kvae's MNIST) and for uint8/255 conventions. The
+    distribution is over bin indices 0..num_bins-1: a logistic in bin units, shifted by half a
+    bin and quantised (``QuantizedDistribution``), so ``log_prob`` is a true log-probability
+    of the discrete data (nats; divide by ``D log 2`` for bits per dimension).
+    Samples map back to the data's units by ``k / num_bins``.
+    """
+
+    params_per_dim = 2
+    data_range = (0.0, 1.0)
+
+    def __init__(self, event_shape, num_bins=256, **kwargs):
+        super().__init__(event_shape, **kwargs)
+        self.num_bins = positive_int("num_bins", num_bins)
+        if self.num_bins < 2:
+            raise ConfigError(f"Expected num_bins >= 2. Received: num_bins={num_bins}")
+
+    def _loc_scale(self, params):
+        n = float(self.num_bins)
+        loc = n * tf.sigmoid(params[..., 0]) - 0.5
+        scale = tf.math.softplus(params[..., 1]) * (n / 32.0) + 1e-2
+        return loc, scale
+
+    def distribution(self, params):
+        loc, scale = self._loc_scale(params)
+        logistic = tfd.TransformedDistribution(
+            tfd.Logistic(loc=loc, scale=scale), bijector=tfb.Shift(tf.constant(-0.5))
+        )
+        quantized = tfd.QuantizedDistribution(logistic, low=0.0, high=self.num_bins - 1.0)
+        return self._independent(quantized)
+
+    def prepare(self, x):
+        return tf.clip_by_value(tf.floor(x * self.num_bins), 0.0, self.num_bins - 1.0)
+
+    def to_data(self, sample):
+        return sample / self.num_bins
+
+    def mean(self, params):
+        loc, _ = self._loc_scale(params)
+        return tf.clip_by_value(tf.round(loc), 0.0, self.num_bins - 1.0) / self.num_bins
+
+    def get_config(self):
+        return {**super().get_config(), "num_bins": self.num_bins}

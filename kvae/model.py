@@ -1,0 +1,526 @@
+"""The VAE: a ``keras.Model`` wiring encoder -> posterior head -> z -> decoder ->
+likelihood head, with a prior, trained by Keras' own ``fit`` on the negative ELBO (or the
+importance-weighted bound)."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kvae import objectives, registry
+from kvae._checks import choice, positive_int, shape_tuple
+from kvae.errors import ConfigError, DataError, KvaeError, PluginError
+
+# The component slots of a VAE: (argument, registry group, default name).
+SLOTS = (
+    ("encoder", "encoders", "mlp"),
+    ("decoder", "decoders", "mlp"),
+    ("posterior", "posteriors", "gaussian"),
+    ("likelihood", "likelihoods", "bernoulli"),
+    ("prior", "priors", "standard-normal"),
+)
+
+# Default number of training steps that one compiled call runs. At the Keras-example size
+# (784-512-2, batch 128) the step's arithmetic takes ~1.5 ms on a 2-core CPU, so the
+# per-call overhead of Keras' loop dominates unless several steps share one call.
+DEFAULT_STEPS_PER_EXECUTION = 32
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class VAE(keras.Model):
+    """A variational autoencoder whose q(z|x) and p(x|z) are TFP distributions.
+
+    Args:
+        encoder, decoder: registered network names (``kvae.registry.names("encoders")``) or
+            Keras layer instances.
+        latent_dim: size of z (>= 1).
+        input_shape: shape of one example, e.g. ``(28, 28, 1)``.
+        posterior, likelihood, prior: registered head/prior names or layer instances.
+        encoder_kwargs, decoder_kwargs, posterior_kwargs, likelihood_kwargs, prior_kwargs:
+            extra constructor arguments of each named component.
+        beta: weight of the KL term in the training loss (1 = the ELBO; a beta-VAE otherwise).
+            Stored in a non-trainable variable ``model.beta`` so callbacks can anneal it.
+        num_samples: latent samples per example in each training step.
+        objective: ``"elbo"`` or ``"iwae"`` (the importance-weighted bound with
+            ``num_samples`` samples, Burda et al. 2016).
+        kl: ``"auto"`` (analytic when TFP has it, else Monte Carlo), ``"analytic"`` or ``"mc"``.
+        seed: seed of the latent sampling; with ``keras.utils.set_random_seed`` two runs
+            are identical.
+
+    Metrics (nats per example): ``loss`` (what is minimised), ``elbo`` (the bound on
+    log p(x)), ``reconstruction`` (-E_q log p(x|z)) and ``kl`` (KL(q(z|x) || p(z))).
+    """
+
+    def __init__(
+        self,
+        encoder="mlp",
+        decoder="mlp",
+        latent_dim=2,
+        input_shape=(28, 28, 1),
+        posterior="gaussian",
+        likelihood="bernoulli",
+        prior="standard-normal",
+        encoder_kwargs=None,
+        decoder_kwargs=None,
+        posterior_kwargs=None,
+        likelihood_kwargs=None,
+        prior_kwargs=None,
+        beta=1.0,
+        num_samples=1,
+        objective="elbo",
+        kl="auto",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.latent_dim = positive_int("latent_dim", latent_dim, what="It is the size of z.")
+        self.data_shape = shape_tuple("input_shape", input_shape)
+        self.num_samples = positive_int("num_samples", num_samples)
+        self.objective = choice("objective", objective, {"elbo", "iwae"})
+        self.kl_method = choice("kl", kl, {"auto", "analytic", "mc"})
+        try:
+            beta = float(beta)
+        except (TypeError, ValueError):
+            beta = float("nan")
+        if not (beta >= 0 and math.isfinite(beta)):
+            raise ConfigError(f"Expected `beta` to be a number >= 0. Received: beta={beta!r}")
+        self.seed = seed
+        given = dict(
+            encoder=encoder, decoder=decoder, posterior=posterior, likelihood=likelihood, prior=prior
+        )
+        extra = dict(
+            encoder=encoder_kwargs,
+            decoder=decoder_kwargs,
+            posterior=posterior_kwargs,
+            likelihood=likelihood_kwargs,
+            prior=prior_kwargs,
+        )
+        build_args = dict(
+            encoder={"data_shape": self.data_shape},
+            decoder={"data_shape": self.data_shape},
+            posterior={"latent_dim": self.latent_dim},
+            likelihood={"event_shape": self.data_shape},
+            prior={"latent_dim": self.latent_dim},
+        )
+        self._specs = {}
+        for slot, group, _ in SLOTS:
+            layer, spec = _make_component(slot, group, given[slot], extra[slot], build_args[slot])
+            setattr(self, slot if slot not in ("posterior", "likelihood") else slot + "_head", layer)
+            self._specs[slot] = spec
+        self.beta = keras.Variable(beta, dtype="float32", trainable=False, name="beta")
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {
+            name: keras.metrics.Mean(name=name) for name in ("loss", "elbo", "reconstruction", "kl")
+        }
+        self._build_components()
+
+    # ----- construction -----------------------------------------------------------------
+    def _build_components(self):
+        """Run one example through every part, so weights exist and bad wiring fails now."""
+        x0 = tf.zeros((1, *self.data_shape), tf.float32)
+        try:
+            features = self.encoder(x0)
+            params = self.posterior_head(features)
+            q = self.posterior_head.distribution(params)
+            z = q.mean()
+        except KvaeError:
+            raise
+        except Exception as err:
+            raise ConfigError(
+                f"The encoder {self._specs['encoder']['name']!r} and posterior "
+                f"{self._specs['posterior']['name']!r} do not fit together for input_shape="
+                f"{self.data_shape}: {type(err).__name__}: {err}"
+            ) from err
+        if tuple(z.shape) != (1, self.latent_dim):
+            raise ConfigError(
+                f"Expected the posterior to give z of shape (batch, {self.latent_dim}). "
+                f"Received: {tuple(z.shape)} from posterior {self._specs['posterior']['name']!r}."
+            )
+        try:
+            features = self.decoder(z)
+            params = self.likelihood_head(features)
+            p = self.likelihood_head.distribution(params)
+        except KvaeError:
+            raise
+        except Exception as err:
+            raise ConfigError(
+                f"The decoder {self._specs['decoder']['name']!r} and likelihood "
+                f"{self._specs['likelihood']['name']!r} do not fit together for latent_dim="
+                f"{self.latent_dim} and input_shape={self.data_shape}: {type(err).__name__}: {err}"
+            ) from err
+        if tuple(p.event_shape) != self.data_shape or tuple(p.batch_shape) != (1,):
+            raise ConfigError(
+                f"Expected the likelihood to have event shape {self.data_shape} and batch shape "
+                f"(1,). Received: event shape {tuple(p.event_shape)}, batch shape "
+                f"{tuple(p.batch_shape)} from likelihood {self._specs['likelihood']['name']!r}."
+            )
+        self.prior.build()
+        prior = self.prior.distribution()
+        if tuple(prior.event_shape) != (self.latent_dim,):
+            raise ConfigError(
+                f"Expected the prior to have event shape ({self.latent_dim},). Received: "
+                f"{tuple(prior.event_shape)} from prior {self._specs['prior']['name']!r}."
+            )
+        self.built = True
+
+    def build(self, input_shape=None):  # everything is built in __init__
+        self.built = True
+
+    # ----- the probabilistic model ---------------------------------------------------------
+    def encode(self, x, training=False):
+        """q(z|x) for a batch ``x``: a TFP distribution, batch shape [B], event [latent_dim]."""
+        x = self._as_tensor(x)
+        return self.posterior_head.distribution(
+            self.posterior_head(self.encoder(x, training=training))
+        )
+
+    def decoder_params(self, z, training=False):
+        """Likelihood parameters for codes ``z`` of shape [..., latent_dim]."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        lead = tf.shape(z)[:-1]
+        flat = tf.reshape(z, (-1, self.latent_dim))
+        params = self.likelihood_head(self.decoder(flat, training=training))
+        return tf.reshape(params, tf.concat([lead, tf.shape(params)[1:]], axis=0))
+
+    def decode(self, z, training=False):
+        """p(x|z) for codes ``z`` [..., latent_dim]: event shape = one data point."""
+        return self.likelihood_head.distribution(self.decoder_params(z, training=training))
+
+    def prior_distribution(self):
+        """p(z)."""
+        return self.prior.distribution()
+
+    def call(self, x, training=False):
+        """Reconstruction: the mean of p(x | z = E[q(z|x)]), in the data's units."""
+        z = self.encode(x, training=training).mean()
+        return self.likelihood_head.mean(self.decoder_params(z, training=training))
+
+    def sample(self, n, seed=None, mean=True):
+        """``n`` new data points from p(z) through the decoder (numpy).
+
+        With ``mean=True`` (default) each is the mean of p(x|z), the usual VAE picture;
+        with ``mean=False`` a draw from p(x|z).
+        """
+        n = positive_int("n", n)
+        seed = self._stateless_seed(seed)
+        z = self.prior.distribution().sample(n, seed=seed)
+        params = self.decoder_params(z)
+        if mean:
+            return keras.ops.convert_to_numpy(self.likelihood_head.mean(params))
+        x = self.likelihood_head.distribution(params).sample(seed=tf.random.split(seed, 2)[1])
+        return keras.ops.convert_to_numpy(self.likelihood_head.to_data(x))
+
+    def _stateless_seed(self, seed=None):
+        if seed is None:
+            seed = self.seed_generator.next()
+        elif isinstance(seed, int):
+            seed = tf.constant([seed, 0])
+        return tf.cast(seed, tf.int32)
+
+    # ----- objective ---------------------------------------------------------------------
+    def compute_terms(self, x, seed, training=False):
+        """Per-example loss, elbo, reconstruction and kl for a batch ``x``."""
+        q = self.encode(x, training=training)
+        prior = self.prior.distribution()
+        target = self.likelihood_head.prepare(x)
+
+        def decode(z):
+            return self.decode(z, training=training)
+
+        if self.objective == "iwae":
+            bound = objectives.iwae_bound(
+                target, q, prior, decode, seed=seed, num_samples=self.num_samples
+            )
+            terms = objectives.elbo(
+                target, q, prior, decode, seed=seed, num_samples=self.num_samples, kl=self.kl_method
+            )
+            terms = dict(terms, loss=-bound)
+        else:
+            terms = objectives.elbo(
+                target,
+                q,
+                prior,
+                decode,
+                seed=seed,
+                num_samples=self.num_samples,
+                kl=self.kl_method,
+                beta=tf.convert_to_tensor(self.beta),
+            )
+        return terms
+
+    def _step_seed(self):
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            # Each replica draws its own noise.
+            seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
+        return seed
+
+    def _update_metrics(self, terms):
+        for name, tracker in self.trackers.items():
+            tracker.update_state(tf.reduce_mean(terms[name]))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data):
+        x = _features_only(data)
+        with tf.GradientTape() as tape:
+            terms = self.compute_terms(x, self._step_seed(), training=True)
+            loss = tf.reduce_mean(terms["loss"])
+            if self.losses:
+                loss = loss + tf.add_n(self.losses)
+            # Keras sums gradients over replicas: scale so the update is the global mean.
+            ctx = tf.distribute.get_replica_context()
+            replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        grads = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply(grads, self.trainable_weights)
+        return self._update_metrics(terms)
+
+    def test_step(self, data):
+        x = _features_only(data)
+        terms = self.compute_terms(x, self._step_seed(), training=False)
+        return self._update_metrics(terms)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    # ----- Keras entry points with input checks -------------------------------------------------
+    def compile(
+        self,
+        optimizer="adam",
+        *,
+        jit_compile=True,
+        steps_per_execution=DEFAULT_STEPS_PER_EXECUTION,
+        **kwargs,
+    ):
+        """Like ``keras.Model.compile``, with kvae's defaults: Adam, XLA on (also on CPU and
+        under ``tf.distribute``, where Keras' ``"auto"`` would turn it off) and several
+        steps per compiled call. The loss is the model's own; pass no ``loss``."""
+        if kwargs.get("loss") is not None:
+            raise ConfigError(
+                "Expected no `loss`: a VAE trains on its own negative ELBO. "
+                f"Received: loss={kwargs['loss']!r}. Set beta, objective or kl on the VAE instead."
+            )
+        super().compile(
+            optimizer=optimizer,
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+            **kwargs,
+        )
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        config.pop("loss", None)
+        self.compile(**{k: v for k, v in config.items() if v is not None})
+        if self.built and self.optimizer is not None:
+            self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self.check_data(x)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self.check_data(x)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self.check_data(x)
+        return super().predict(x, *args, **kwargs)
+
+    def check_data(self, x, name="x"):
+        """Raise DataError unless ``x`` fits this model: shape, finite, the likelihood's range.
+
+        Arrays are checked whole; for a ``tf.data.Dataset`` the element shape is checked and
+        the values of its first batch."""
+        if x is None:
+            raise DataError(f"Expected {name} to be data of shape (n, *{self.data_shape}). Received: None.")
+        if isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            spec = spec[0] if isinstance(spec, tuple) else spec
+            self._check_shape(tuple(spec.shape), name)
+            for batch in x.take(1):
+                batch = batch[0] if isinstance(batch, tuple) else batch
+                self._check_values(np.asarray(batch), name)
+            return
+        if isinstance(x, (tuple, list, dict)) or not hasattr(x, "shape"):
+            return  # Keras handles the other input types (generators, PyDataset) itself.
+        arr = np.asarray(x)
+        self._check_shape(arr.shape, name)
+        if not np.issubdtype(arr.dtype, np.number):
+            raise DataError(f"Expected numeric {name}. Received: dtype={arr.dtype}.")
+        self._check_values(arr, name)
+
+    def _check_shape(self, shape, name):
+        if tuple(shape[1:]) != self.data_shape:
+            hint = ""
+            if None not in shape and int(np.prod(shape[1:])) == int(np.prod(self.data_shape)):
+                hint = f" Reshape it with x.reshape(-1, {', '.join(map(str, self.data_shape))})."
+            raise DataError(
+                f"Expected {name} of shape (n, {', '.join(map(str, self.data_shape))}), the "
+                f"model's input_shape. Received: {name}.shape={tuple(shape)}.{hint}"
+            )
+
+    def _check_values(self, arr, name):
+        if arr.size == 0:
+            raise DataError(f"Expected at least one example in {name}. Received: {arr.shape}.")
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise DataError(
+                f"Expected finite values in {name}. Received: {bad} NaN or infinite values. "
+                f"Clean or impute the data before training."
+            )
+        self.likelihood_head.check_data(arr, name)
+
+    def _as_tensor(self, x):
+        if isinstance(x, np.ndarray):
+            x = x.astype(np.float32, copy=False)
+        return tf.convert_to_tensor(x, tf.float32)
+
+    # ----- estimates --------------------------------------------------------------------
+    def log_likelihood(self, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None):
+        """Importance-weighted estimate of log p(x) per example (Burda et al. 2016), in nats.
+
+        ``num_samples`` = K importance samples per example; the estimate is a lower bound that
+        grows with K towards log p(x). Work is done in XLA-compiled chunks of at most
+        ``chunk_size`` samples (default: about 16k decoder rows per call), combined with
+        log-sum-exp, so K=5000 needs no more memory than K=chunk_size.
+        """
+        num_samples = positive_int("num_samples", num_samples)
+        batch_size = positive_int("batch_size", batch_size)
+        self.check_data(x)
+        x = np.asarray(x, np.float32)
+        if chunk_size is None:
+            chunk_size = max(1, min(num_samples, 16384 // batch_size))
+        chunk_size = positive_int("chunk_size", chunk_size)
+        base = self._stateless_seed(seed)
+        fn = self._log_weights_fn()
+        out = []
+        for start in range(0, len(x), batch_size):
+            xb = tf.constant(x[start : start + batch_size])
+            chunks = []
+            done = 0
+            while done < num_samples:
+                s = min(chunk_size, num_samples - done)
+                seed_i = tf.random.experimental.stateless_fold_in(base, start * num_samples + done)
+                chunks.append(fn(xb, seed_i, s))
+                done += s
+            out.append(objectives.iwae_from_chunks(chunks).numpy())
+        return np.concatenate(out)
+
+    def _log_weights_fn(self):
+        if getattr(self, "_lw_fn", None) is None:
+
+            def log_weights(x, seed, s):
+                q = self.encode(x)
+                z = q.sample(s, seed=seed)
+                return objectives.log_weights(
+                    self.likelihood_head.prepare(x), q, self.prior.distribution(), self.decode, z
+                )
+
+            self._lw_fn = tf.function(log_weights, jit_compile=True, reduce_retracing=False)
+        return self._lw_fn
+
+    # ----- saving -----------------------------------------------------------------------
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable}
+        for slot, _, _ in SLOTS:
+            spec = self._specs[slot]
+            config[slot] = spec["config"]
+            if spec["kwargs"]:
+                config[f"{slot}_kwargs"] = dict(spec["kwargs"])
+        config.update(
+            latent_dim=self.latent_dim,
+            input_shape=list(self.data_shape),
+            beta=float(keras.ops.convert_to_numpy(self.beta)),
+            num_samples=self.num_samples,
+            objective=self.objective,
+            kl=self.kl_method,
+            seed=self.seed,
+            providers={slot: self._specs[slot]["provider"] for slot, _, _ in SLOTS},
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        providers = config.pop("providers", None) or {}
+        for slot, group, _ in SLOTS:
+            value = config.get(slot)
+            if isinstance(value, dict):  # a serialized layer instance
+                config[slot] = keras.saving.deserialize_keras_object(value)
+            elif isinstance(value, str):
+                _require_component(slot, group, value, providers.get(slot))
+        return cls(**config)
+
+
+def _features_only(data):
+    if isinstance(data, (tuple, list)):
+        return data[0]
+    return data
+
+
+def _make_component(slot, group, spec, kwargs, build_args):
+    """A layer from a registered name (plus kwargs) or a ready layer instance."""
+    kwargs = dict(kwargs or {})
+    if isinstance(spec, keras.layers.Layer):
+        if kwargs:
+            raise ConfigError(
+                f"Expected no `{slot}_kwargs` with a ready {slot} layer. Received: {sorted(kwargs)}."
+            )
+        return spec, {
+            "name": type(spec).__name__,
+            "config": keras.saving.serialize_keras_object(spec),
+            "kwargs": {},
+            "provider": None,
+        }
+    if not isinstance(spec, str):
+        raise ConfigError(
+            f"Expected `{slot}` to be a registered name (one of {registry.names(group)}) or a "
+            f"keras.layers.Layer. Received: {slot}={spec!r}"
+        )
+    factory = registry.get(group, spec)
+    overlap = sorted(set(kwargs) & set(build_args))
+    if overlap:
+        raise ConfigError(
+            f"Expected `{slot}_kwargs` without {overlap}: the VAE sets them. Received: {kwargs}."
+        )
+    try:
+        layer = factory(**build_args, **kwargs)
+    except KvaeError:
+        raise
+    except TypeError as err:
+        raise ConfigError(
+            f"Could not build {slot} {spec!r} with arguments {sorted({**build_args, **kwargs})}: "
+            f"{err}. See `kvae plugins show {spec}` for its arguments."
+        ) from err
+    if not isinstance(layer, keras.layers.Layer):
+        raise PluginError(
+            f"The {slot} {spec!r} (group kvae.{group}) must build a keras.layers.Layer. "
+            f"Received: {type(layer).__name__}."
+        )
+    dist, version = registry.provider(group, spec)
+    return layer, {
+        "name": spec,
+        "config": spec,
+        "kwargs": kwargs,
+        "provider": [dist, version] if dist else None,
+    }
+
+
+def _require_component(slot, group, name, provider):
+    """Before rebuilding a saved model, make sure its component can be imported."""
+    from kvae.errors import ModelFileError, UnknownComponentError
+
+    try:
+        registry.get(group, name)
+    except UnknownComponentError as err:
+        if provider:
+            dist, version = provider
+            raise ModelFileError(
+                f"This model needs the {slot} {name!r} (group kvae.{group}), provided by the "
+                f"package {dist!r} (version {version}) when it was saved, which is not "
+                f"installed. Install it (pip install {dist}=={version}) and load again."
+            ) from err
+        raise ModelFileError(f"This model needs the {slot} {name!r}: {err}") from err

@@ -1,0 +1,73 @@
+"""kvae: variational autoencoders for Keras 3, with TensorFlow Probability distributions."""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "kvae" / "_version.py").read_text()).group(1)
+
+# kvae registers its own components exactly as a third-party package would: through these
+# entry points. kvae.registry lists them without importing anything.
+ENTRY_POINTS = {
+    "console_scripts": ["kvae = kvae.cli:main"],
+    "kvae.encoders": [
+        "mlp = kvae.networks.mlp:MLPEncoder",
+        "conv = kvae.networks.conv:ConvEncoder",
+    ],
+    "kvae.decoders": [
+        "mlp = kvae.networks.mlp:MLPDecoder",
+        "conv = kvae.networks.conv:ConvDecoder",
+    ],
+    "kvae.posteriors": [
+        "gaussian = kvae.heads.posteriors:DiagonalGaussian",
+        "full-gaussian = kvae.heads.posteriors:FullCovarianceGaussian",
+    ],
+    "kvae.likelihoods": [
+        "bernoulli = kvae.heads.likelihoods:Bernoulli",
+        "continuous-bernoulli = kvae.heads.likelihoods:ContinuousBernoulli",
+        "gaussian = kvae.heads.likelihoods:Gaussian",
+        "discretized-logistic = kvae.heads.likelihoods:DiscretizedLogistic",
+    ],
+    "kvae.priors": [
+        "standard-normal = kvae.priors:StandardNormal",
+        "mixture = kvae.priors:MixtureOfGaussians",
+    ],
+    "kvae.datasets": [
+        "mnist = kvae.datasets.mnist:load_mnist",
+        "digits = kvae.datasets.digits:load_digits",
+    ],
+}
+
+setup(
+    name="kvae",
+    version=VERSION,
+    description="Variational autoencoders for Keras 3 with TensorFlow Probability distributions",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["kvae", "kvae.*"]),
+    install_requires=[
+        # TF 2.21 is the release kvae is built and tested on; TFP 0.25 is the release made for it
+        # (TFP pins nothing itself, and older/newer TFP releases break against other TF versions).
+        "tensorflow>=2.21,<2.22",
+        # Keras 3 API (keras.Layer, SeedGenerator, .keras saving); 3.15 is what is tested.
+        "keras>=3.15,<4",
+        # The [tf] extra brings tf-keras: TFP 0.25 refuses to import without it, although kvae
+        # never uses tfp.layers or tf_keras.
+        "tensorflow-probability[tf]>=0.25,<0.26",
+        "numpy>=1.26",
+        "click>=8.1",
+        "tensorboard>=2.21",
+        "matplotlib>=3.7",
+        "pyyaml>=6",
+        # load("digits") uses scikit-learn's bundled copy (offline).
+        "scikit-learn>=1.3",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+    },
+    entry_points=ENTRY_POINTS,
+)
