@@ -87,7 +87,11 @@ class VAE(keras.Model):
             raise ConfigError(f"Expected `beta` to be a number >= 0. Received: beta={beta!r}")
         self.seed = seed
         given = dict(
-            encoder=encoder, decoder=decoder, posterior=posterior, likelihood=likelihood, prior=prior
+            encoder=encoder,
+            decoder=decoder,
+            posterior=posterior,
+            likelihood=likelihood,
+            prior=prior,
         )
         extra = dict(
             encoder=encoder_kwargs,
@@ -106,7 +110,9 @@ class VAE(keras.Model):
         self._specs = {}
         for slot, group, _ in SLOTS:
             layer, spec = _make_component(slot, group, given[slot], extra[slot], build_args[slot])
-            setattr(self, slot if slot not in ("posterior", "likelihood") else slot + "_head", layer)
+            setattr(
+                self, slot if slot not in ("posterior", "likelihood") else slot + "_head", layer
+            )
             self._specs[slot] = spec
         self.beta = keras.Variable(beta, dtype="float32", trainable=False, name="beta")
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -335,13 +341,15 @@ class VAE(keras.Model):
         Arrays are checked whole; for a ``tf.data.Dataset`` the element shape is checked and
         the values of its first batch."""
         if x is None:
-            raise DataError(f"Expected {name} to be data of shape (n, *{self.data_shape}). Received: None.")
+            raise DataError(
+                f"Expected {name} to be data of shape (n, *{self.data_shape}). Received: None."
+            )
         if isinstance(x, tf.data.Dataset):
             spec = x.element_spec
             spec = spec[0] if isinstance(spec, tuple) else spec
             self._check_shape(tuple(spec.shape), name)
-            for batch in x.take(1):
-                batch = batch[0] if isinstance(batch, tuple) else batch
+            for element in x.take(1):
+                batch = element[0] if isinstance(element, tuple) else element
                 self._check_values(np.asarray(batch), name)
             return
         if isinstance(x, (tuple, list, dict)) or not hasattr(x, "shape"):
@@ -490,7 +498,7 @@ def _make_component(slot, group, spec, kwargs, build_args):
         layer = factory(**build_args, **kwargs)
     except KvaeError:
         raise
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(
             f"Could not build {slot} {spec!r} with arguments {sorted({**build_args, **kwargs})}: "
             f"{err}. See `kvae plugins show {spec}` for its arguments."

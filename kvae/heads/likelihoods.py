@@ -157,9 +157,7 @@ class Gaussian(LikelihoodHead):
     With ``scale="scalar"`` and a linear decoder this is probabilistic PCA.
     """
 
-    def __init__(
-        self, event_shape, scale="fixed", init_scale=1.0, min_scale=1e-4, **kwargs
-    ):
+    def __init__(self, event_shape, scale="fixed", init_scale=1.0, min_scale=1e-4, **kwargs):
         super().__init__(event_shape, **kwargs)
         self.scale = choice("scale", scale, {"fixed", "scalar", "per_dim"})
         self.init_scale = positive_float("init_scale", init_scale)

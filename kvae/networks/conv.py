@@ -53,7 +53,12 @@ class ConvEncoder(keras.layers.Layer):
         self.activation = activation
         self.convs = [
             keras.layers.Conv2D(
-                f, self.kernel_size, strides=2, padding="same", activation=activation, name=f"conv_{i}"
+                f,
+                self.kernel_size,
+                strides=2,
+                padding="same",
+                activation=activation,
+                name=f"conv_{i}",
             )
             for i, f in enumerate(self.filters)
         ]
@@ -114,7 +119,12 @@ class ConvDecoder(keras.layers.Layer):
         self.reshape = keras.layers.Reshape(self.base)
         self.deconvs = [
             keras.layers.Conv2DTranspose(
-                f, self.kernel_size, strides=2, padding="same", activation=activation, name=f"deconv_{i}"
+                f,
+                self.kernel_size,
+                strides=2,
+                padding="same",
+                activation=activation,
+                name=f"deconv_{i}",
             )
             for i, f in enumerate(self.filters)
         ]

@@ -1,0 +1,316 @@
+"""Contract checks for kvae components: one harness for every kind.
+
+kvae runs these on its own encoders, decoders, posteriors, likelihoods and priors; a plugin
+author runs the same checks in their own test suite, one call per component::
+
+    from kvae import testing
+
+    def test_my_encoder():
+        testing.check_encoder("my-encoder", data_shape=(32, 32, 3))
+
+Each check takes a registered name or a class/factory, builds the component the way
+``kvae.VAE`` does, and asserts: output shapes, finite outputs, weights, a config round trip
+(``get_config`` -> ``from_config`` gives the same config and outputs), save and reload inside
+a ``.keras`` file, and one XLA-compiled training step of a VAE in which the component is
+combined with each partner it claims to support. Failures raise ``AssertionError`` with a
+message naming the component and the broken rule.
+"""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kvae import registry
+
+__all__ = [
+    "check_component",
+    "check_decoder",
+    "check_encoder",
+    "check_likelihood",
+    "check_posterior",
+    "check_prior",
+    "sample_data",
+]
+
+
+def _factory(group, component):
+    if isinstance(component, str):
+        return component, registry.get(group, component)
+    return getattr(component, "__name__", repr(component)), component
+
+
+def _fail(what, rule):
+    raise AssertionError(f"{what}: {rule}")
+
+
+def sample_data(data_shape, likelihood="bernoulli", n=8, seed=0):
+    """Random data that the given likelihood can score: binary-ish pixels in [0, 1] (k/256)
+    for bounded likelihoods, standard-normal values for real-valued ones."""
+    rng = np.random.default_rng(seed)
+    shape = (n, *data_shape)
+    if likelihood in ("gaussian",):
+        return rng.standard_normal(shape).astype("float32")
+    return (rng.integers(0, 256, size=shape) / 256.0).astype("float32")
+
+
+def _config_round_trip(what, layer, call):
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    if clone.get_config() != config:
+        _fail(
+            what,
+            f"get_config -> from_config -> get_config changed the config: {config} vs {clone.get_config()}",
+        )
+    expected = call(layer)
+    call(clone)  # build
+    clone.set_weights(layer.get_weights())
+    got = call(clone)
+    for a, b in zip(tf.nest.flatten(expected), tf.nest.flatten(got), strict=False):
+        np.testing.assert_allclose(
+            np.asarray(a),
+            np.asarray(b),
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=f"{what}: a layer rebuilt from its config gives other outputs",
+        )
+
+
+def _finite(what, value, label):
+    value = np.asarray(value)
+    if not np.all(np.isfinite(value)):
+        _fail(what, f"{label} has non-finite values")
+
+
+def _vae_round_trip(what, data, **vae_kwargs):
+    """Build a VAE with the component, train one XLA step, save, reload, compare."""
+    from kvae.model import VAE
+    from kvae.saving import load_model
+
+    model = VAE(seed=1, **vae_kwargs)
+    model.compile(optimizer="adam", jit_compile=True, steps_per_execution=1)
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(data, data, batch_size=len(data), epochs=1, verbose=0, shuffle=False)
+    loss = history.history["loss"][-1]
+    if not np.isfinite(loss):
+        _fail(what, f"one training step under XLA gave a non-finite loss ({loss})")
+    changed = any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=False))
+    if not changed:
+        _fail(what, "one training step did not change any weight (no gradient flows)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        reloaded = load_model(path)
+    np.testing.assert_allclose(
+        model.predict(data, verbose=0),
+        reloaded.predict(data, verbose=0),
+        rtol=1e-5,
+        atol=1e-5,
+        err_msg=f"{what}: the model saved and reloaded from .keras gives other outputs",
+    )
+    q1, q2 = model.encode(data), reloaded.encode(data)
+    np.testing.assert_allclose(
+        q1.mean(),
+        q2.mean(),
+        rtol=1e-5,
+        atol=1e-5,
+        err_msg=f"{what}: reloaded q(z|x) differs",
+    )
+    return model
+
+
+def check_encoder(
+    encoder,
+    data_shape=(28, 28, 1),
+    *,
+    kwargs=None,
+    posteriors=("gaussian",),
+    likelihood="bernoulli",
+):
+    """Check an encoder: x (B, *data_shape) -> finite features with a batch axis of B."""
+    name, factory = _factory("encoders", encoder)
+    what = f"encoder {name!r}"
+    kwargs = dict(kwargs or {})
+    layer = factory(data_shape=tuple(data_shape), **kwargs)
+    if not isinstance(layer, keras.layers.Layer):
+        _fail(what, f"must build a keras.layers.Layer, built {type(layer).__name__}")
+    x = sample_data(data_shape, likelihood, n=4)
+    out = layer(x)
+    if out.shape[0] != 4:
+        _fail(
+            what,
+            f"output batch axis must equal the input's (4); got shape {tuple(out.shape)}",
+        )
+    _finite(what, out, "output")
+    if not layer.trainable_weights:
+        _fail(what, "has no trainable weights")
+    _config_round_trip(what, layer, lambda lyr: lyr(x))
+    for posterior in posteriors:
+        spec = encoder if isinstance(encoder, str) else layer
+        _vae_round_trip(
+            f"{what} with posterior {posterior!r}",
+            sample_data(data_shape, likelihood, n=16),
+            encoder=spec,
+            encoder_kwargs=kwargs if isinstance(encoder, str) else None,
+            posterior=posterior,
+            likelihood=likelihood,
+            input_shape=tuple(data_shape),
+            latent_dim=3,
+        )
+    return layer
+
+
+def check_decoder(
+    decoder,
+    data_shape=(28, 28, 1),
+    *,
+    kwargs=None,
+    likelihoods=("bernoulli", "gaussian"),
+    latent_dim=3,
+):
+    """Check a decoder: z (B, latent_dim) -> finite features, composing with each likelihood."""
+    name, factory = _factory("decoders", decoder)
+    what = f"decoder {name!r}"
+    kwargs = dict(kwargs or {})
+    layer = factory(data_shape=tuple(data_shape), **kwargs)
+    if not isinstance(layer, keras.layers.Layer):
+        _fail(what, f"must build a keras.layers.Layer, built {type(layer).__name__}")
+    z = np.random.default_rng(0).standard_normal((4, latent_dim)).astype("float32")
+    out = layer(z)
+    if out.shape[0] != 4:
+        _fail(
+            what,
+            f"output batch axis must equal the input's (4); got shape {tuple(out.shape)}",
+        )
+    _finite(what, out, "output")
+    _config_round_trip(what, layer, lambda lyr: lyr(z))
+    for likelihood in likelihoods:
+        spec = decoder if isinstance(decoder, str) else layer
+        _vae_round_trip(
+            f"{what} with likelihood {likelihood!r}",
+            sample_data(data_shape, likelihood, n=16),
+            decoder=spec,
+            decoder_kwargs=kwargs if isinstance(decoder, str) else None,
+            likelihood=likelihood,
+            input_shape=tuple(data_shape),
+            latent_dim=latent_dim,
+        )
+    return layer
+
+
+def check_posterior(posterior, latent_dim=3, *, kwargs=None, feature_dim=16):
+    """Check a posterior head: features -> params -> q(z|x) with batch [B], event [latent_dim],
+    reparameterised samples (gradients reach the parameters)."""
+    name, factory = _factory("posteriors", posterior)
+    what = f"posterior {name!r}"
+    layer = factory(latent_dim=latent_dim, **dict(kwargs or {}))
+    features = tf.constant(np.random.default_rng(0).standard_normal((5, feature_dim)), tf.float32)
+    params = layer(features)
+    q = layer.distribution(params)
+    if tuple(q.batch_shape) != (5,) or tuple(q.event_shape) != (latent_dim,):
+        _fail(
+            what,
+            f"q(z|x) must have batch shape (5,) and event shape ({latent_dim},); got {q.batch_shape}, {q.event_shape}",
+        )
+    if params.dtype != tf.float32:
+        _fail(what, f"parameters must be float32, got {params.dtype}")
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        z = layer.distribution(params).sample(seed=tf.constant([1, 2]))
+        total = tf.reduce_sum(z**2)
+    grad = tape.gradient(total, params)
+    if grad is None or not np.any(np.asarray(grad)):
+        _fail(what, "samples are not reparameterised: no gradient reaches the parameters")
+    _finite(what, q.log_prob(z), "log_prob of its own samples")
+    _config_round_trip(what, layer, lambda lyr: lyr(features))
+    return layer
+
+
+def check_likelihood(likelihood, data_shape=(28, 28, 1), *, kwargs=None, feature_shapes=((16,),)):
+    """Check a likelihood head: features -> params -> p(x|z) with event shape = data_shape,
+    finite log_prob of data in its range, for flat features and each given feature shape."""
+    name, factory = _factory("likelihoods", likelihood)
+    what = f"likelihood {name!r}"
+    layer = None
+    data_kind = name if isinstance(likelihood, str) else "bernoulli"
+    x = tf.constant(sample_data(data_shape, data_kind, n=5))
+    for fshape in feature_shapes:
+        layer = factory(event_shape=tuple(data_shape), **dict(kwargs or {}))
+        features = tf.constant(np.random.default_rng(0).standard_normal((5, *fshape)), tf.float32)
+        params = layer(features)
+        p = layer.distribution(params)
+        if tuple(p.event_shape) != tuple(data_shape) or tuple(p.batch_shape) != (5,):
+            _fail(
+                what,
+                f"p(x|z) must have event shape {tuple(data_shape)} and batch (5,); got {p.event_shape}, {p.batch_shape}",
+            )
+        lp = p.log_prob(layer.prepare(x))
+        if tuple(lp.shape) != (5,):
+            _fail(
+                what,
+                f"log_prob must give one number per example; got shape {tuple(lp.shape)}",
+            )
+        _finite(what, lp, "log_prob of in-range data")
+        mean = layer.mean(params)
+        if tuple(mean.shape) != (5, *data_shape):
+            _fail(what, f"mean() must have the data's shape; got {tuple(mean.shape)}")
+        _config_round_trip(what, layer, lambda lyr, f=features: lyr(f))
+    return layer
+
+
+def check_prior(prior, latent_dim=3, *, kwargs=None):
+    """Check a prior: distribution() has batch shape [] and event [latent_dim], samples and
+    scores them, and survives a config round trip."""
+    name, factory = _factory("priors", prior)
+    what = f"prior {name!r}"
+    layer = factory(latent_dim=latent_dim, **dict(kwargs or {}))
+    layer.build()
+    p = layer.distribution()
+    if tuple(p.batch_shape) != () or tuple(p.event_shape) != (latent_dim,):
+        _fail(
+            what,
+            f"p(z) must have batch shape () and event shape ({latent_dim},); got {p.batch_shape}, {p.event_shape}",
+        )
+    z = p.sample(7, seed=tf.constant([3, 4]))
+    _finite(what, p.log_prob(z), "log_prob of its own samples")
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    clone.build()
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(
+        clone.distribution().log_prob(z),
+        p.log_prob(z),
+        rtol=1e-5,
+        err_msg=f"{what}: a prior rebuilt from its config scores differently",
+    )
+    _vae_round_trip(
+        what,
+        sample_data((6, 6, 1), n=16),
+        prior=prior if isinstance(prior, str) else layer,
+        prior_kwargs=kwargs if isinstance(prior, str) else None,
+        input_shape=(6, 6, 1),
+        latent_dim=latent_dim,
+    )
+    return layer
+
+
+_CHECKS = {
+    "encoders": check_encoder,
+    "decoders": check_decoder,
+    "posteriors": check_posterior,
+    "likelihoods": check_likelihood,
+    "priors": check_prior,
+}
+
+
+def check_component(group, name, **kwargs):
+    """Run the check for ``group`` ("encoders", "decoders", ...) on a registered name."""
+    try:
+        check = _CHECKS[group]
+    except KeyError:
+        raise ValueError(
+            f"Expected group in {sorted(_CHECKS)}. Received: group={group!r}"
+        ) from None
+    return check(name, **kwargs)

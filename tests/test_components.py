@@ -1,0 +1,72 @@
+"""Every built-in component passes kvae.testing's contract checks, as a plugin's would."""
+
+import pytest
+
+from kvae import registry, testing
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_encoders(name):
+    testing.check_encoder(name, data_shape=(8, 8, 1), posteriors=("gaussian", "full-gaussian"))
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_decoders(name):
+    testing.check_decoder(
+        name,
+        data_shape=(8, 8, 1),
+        likelihoods=("bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic"),
+    )
+
+
+@pytest.mark.parametrize("name", ["gaussian", "full-gaussian"])
+def test_posteriors(name):
+    testing.check_posterior(name, latent_dim=3)
+
+
+@pytest.mark.parametrize(
+    "name", ["bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic"]
+)
+def test_likelihoods_flat_and_spatial_features(name):
+    testing.check_likelihood(name, data_shape=(4, 4, 1), feature_shapes=((16,), (4, 4, 8)))
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"scale": "fixed", "init_scale": 0.5}, {"scale": "scalar"}, {"scale": "per_dim"}]
+)
+def test_gaussian_scales(kwargs):
+    layer = testing.check_likelihood("gaussian", data_shape=(3,), kwargs=kwargs)
+    assert len(layer.trainable_weights) == (1 if kwargs["scale"] == "fixed" else 2)
+
+
+@pytest.mark.parametrize("name", ["standard-normal", "mixture"])
+def test_priors(name):
+    testing.check_prior(name, latent_dim=2)
+
+
+def test_every_builtin_is_covered():
+    """A new built-in must be added to the checks above."""
+    covered = {
+        "encoders": {"mlp", "conv"},
+        "decoders": {"mlp", "conv"},
+        "posteriors": {"gaussian", "full-gaussian"},
+        "likelihoods": {"bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic"},
+        "priors": {"standard-normal", "mixture"},
+    }
+    for group, names in covered.items():
+        builtin = {e.name for e in registry.entries(group) if e.dist == "kvae"}
+        assert builtin == names, group
+
+
+def test_check_reports_a_broken_component():
+    import keras
+
+    class NoWeights(keras.layers.Layer):
+        def __init__(self, data_shape, **kwargs):
+            super().__init__(**kwargs)
+
+        def call(self, x):
+            return keras.ops.reshape(x, (keras.ops.shape(x)[0], -1))
+
+    with pytest.raises(AssertionError, match="no trainable weights"):
+        testing.check_encoder(NoWeights, data_shape=(4, 4, 1))
