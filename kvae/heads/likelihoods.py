@@ -115,6 +115,21 @@ class LikelihoodHead(keras.layers.Layer):
         return {**super().get_config(), "event_shape": list(self.event_shape)}
 
 
+class _LogitBernoulli(tfd.Bernoulli):
+    """``tfd.Bernoulli`` on logits whose ``log_prob`` is the fused ``x * s - softplus(s)``.
+
+    TFP computes ``(1 - x) * -softplus(s) + x * -softplus(-s)`` with two softplus and two
+    ``multiply_no_nan``; for finite logits and x in [0, 1] both are the same function, and
+    this one costs one transcendental per pixel instead of two (measured: the Bernoulli term
+    was the largest non-GEMM cost of the Keras-example-sized training step on CPU).
+    """
+
+    def _log_prob(self, event):
+        logits = tf.convert_to_tensor(self._logits)
+        event = tf.cast(event, logits.dtype)
+        return event * logits - tf.math.softplus(logits)
+
+
 @keras.saving.register_keras_serializable(package="kvae")
 class Bernoulli(LikelihoodHead):
     """Independent Bernoulli per dimension, parameterised by logits.
@@ -126,7 +141,7 @@ class Bernoulli(LikelihoodHead):
     data_range = (0.0, 1.0)
 
     def distribution(self, params):
-        return self._independent(tfd.Bernoulli(logits=params[..., 0], dtype=params.dtype))
+        return self._independent(_LogitBernoulli(logits=params[..., 0], dtype=params.dtype))
 
     def mean(self, params):
         return tf.sigmoid(params[..., 0])
