@@ -69,10 +69,14 @@ def __dir__():
 
 
 def _imported_by_cli():
-    return os.environ.get("KVAE_LAZY_IMPORT") == "1" or os.path.basename(sys.argv[0] or "") in (
-        "kvae",
-        "kvae.exe",
-    )
+    """True for the ``kvae`` script and ``python -m kvae``: they import TensorFlow only in the
+    commands that need it, so ``--help`` stays fast."""
+    if os.environ.get("KVAE_LAZY_IMPORT") == "1":
+        return True
+    if os.path.basename(sys.argv[0] or "") in ("kvae", "kvae.exe"):
+        return True
+    argv = list(getattr(sys, "orig_argv", ()))
+    return any(a == "-m" and b == "kvae" for a, b in zip(argv, argv[1:]))
 
 
 if not _imported_by_cli():

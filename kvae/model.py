@@ -263,16 +263,18 @@ class VAE(keras.Model):
             seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
         return seed
 
-    def _update_metrics(self, terms):
+    def _update_metrics(self, terms, weights=None):
+        # Per-example values, so an epoch's metric is the mean over its examples (not the
+        # mean of batch means) and padded rows (weight 0) do not count.
         for name, tracker in self.trackers.items():
-            tracker.update_state(tf.reduce_mean(terms[name]))
+            tracker.update_state(terms[name], sample_weight=weights)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def train_step(self, data):
-        x = _features_only(data)
+        x, weights = _unpack(data)
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x, self._step_seed(), training=True)
-            loss = tf.reduce_mean(terms["loss"])
+            loss = _mean(terms["loss"], weights)
             if self.losses:
                 loss = loss + tf.add_n(self.losses)
             # Keras sums gradients over replicas: scale so the update is the global mean.
@@ -281,12 +283,12 @@ class VAE(keras.Model):
             scaled = self.optimizer.scale_loss(loss / replicas)
         grads = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply(grads, self.trainable_weights)
-        return self._update_metrics(terms)
+        return self._update_metrics(terms, weights)
 
     def test_step(self, data):
-        x = _features_only(data)
+        x, weights = _unpack(data)
         terms = self.compute_terms(x, self._step_seed(), training=False)
-        return self._update_metrics(terms)
+        return self._update_metrics(terms, weights)
 
     @property
     def metrics(self):
@@ -323,9 +325,44 @@ class VAE(keras.Model):
         if self.built and self.optimizer is not None:
             self.optimizer.build(self.trainable_variables)
 
-    def fit(self, x=None, y=None, *args, **kwargs):
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, **kwargs):
+        """``keras.Model.fit``, after checking ``x`` (shape, finite values, the likelihood's
+        range) so bad data fails before any step runs. ``y`` is not needed: a VAE
+        reconstructs its input.
+
+        For in-memory arrays kvae feeds the steps itself, which is faster than Keras' generic
+        array path: one shuffled permutation per epoch, gathered batch by batch; the last
+        batch topped up with weight-0 rows, so every step has one shape (one XLA compilation)
+        and each epoch still weighs every example exactly once; and one iterator for the whole
+        run (a fresh iterator per epoch pauses Keras 3 for about a second at each epoch
+        start). For that, ``steps_per_execution`` may be moved to a nearby divisor of the
+        steps per epoch, so that no compiled call runs across an epoch boundary.
+        """
         self.check_data(x)
-        return super().fit(x, y, *args, **kwargs)
+        if _is_array(x) and _fast_path_ok(x, y, kwargs):
+            n = int(x.shape[0])
+            batch_size = min(int(batch_size or 32), n)
+            steps = -(-n // batch_size)
+            per_call = _divisor_near(steps, int(self.steps_per_execution or 1))
+            dataset = _epoch_dataset(
+                x,
+                batch_size,
+                shuffle=kwargs.pop("shuffle", True),
+                sample_weight=kwargs.pop("sample_weight", None),
+            )
+            kwargs["shuffle"] = False  # the dataset shuffles itself
+            if per_call is not None:
+                self._set_steps_per_execution(per_call)
+                kwargs["steps_per_epoch"] = steps
+                dataset = dataset.repeat()
+            return super().fit(dataset, None, epochs=epochs, **kwargs)
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, **kwargs)
+
+    def _set_steps_per_execution(self, value):
+        if value != self.steps_per_execution:
+            self.steps_per_execution = value
+            # Keras traces the step loop with this number: trace again.
+            self.train_function = self.test_function = self.predict_function = None
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self.check_data(x)
@@ -463,10 +500,82 @@ class VAE(keras.Model):
         return cls(**config)
 
 
-def _features_only(data):
-    if isinstance(data, (tuple, list)):
-        return data[0]
-    return data
+def _is_array(x):
+    return isinstance(x, (np.ndarray, tf.Tensor)) and len(x.shape) >= 1
+
+
+def _fast_path_ok(x, y, kwargs):
+    """kvae feeds array data itself unless an option needs Keras' own array handling."""
+    if y is not None and y is not x:
+        return False
+    if kwargs.get("validation_split") or kwargs.get("class_weight") is not None:
+        return False
+    if kwargs.get("steps_per_epoch") is not None:
+        return False
+    weights = kwargs.get("sample_weight")
+    return weights is None or (isinstance(weights, np.ndarray) and weights.shape == x.shape[:1])
+
+
+def _divisor_near(steps, wanted):
+    """The divisor of ``steps`` nearest to ``wanted`` (by ratio) within [wanted/2, 4*wanted];
+    ``steps`` itself when an epoch is short; None when no divisor is near."""
+    if steps <= 8 * wanted:
+        candidates = [d for d in range(1, steps + 1) if steps % d == 0 and d >= wanted / 2]
+        return min(candidates, key=lambda d: abs(math.log(d / wanted))) if candidates else steps
+    near = [d for d in range(max(1, wanted // 2), 4 * wanted + 1) if steps % d == 0]
+    return min(near, key=lambda d: abs(math.log(d / wanted))) if near else None
+
+
+def _epoch_dataset(x, batch_size, *, shuffle=True, sample_weight=None):
+    """Batches (x, x, weight) of a fixed shape: each pass is a fresh permutation of all
+    examples, the last batch padded with weight-0 repeats."""
+    n = int(x.shape[0])
+    batch_size = min(int(batch_size), n)
+    steps = -(-n // batch_size)
+    pad = steps * batch_size - n
+    data = tf.convert_to_tensor(x, tf.float32)
+    weight = np.ones(n, np.float32) if sample_weight is None else sample_weight.astype(np.float32)
+    weight = tf.constant(weight)
+    seed = int(np.random.randint(0, 2**31 - 1))
+
+    def one_pass(pass_seed):
+        order = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            seed2 = tf.stack([tf.constant(seed, tf.int64), pass_seed])
+            order = tf.random.experimental.stateless_shuffle(order, seed=seed2)
+        weights = tf.concat([tf.gather(weight, order), tf.zeros([pad], tf.float32)], axis=0)
+        order = tf.concat([order, order[:pad]], axis=0)
+
+        def batch(b):
+            # Every batch is full (padded): say so, so XLA sees static shapes.
+            xb = tf.ensure_shape(
+                tf.gather(data, order[b * batch_size : (b + 1) * batch_size]),
+                (batch_size, *x.shape[1:]),
+            )
+            wb = tf.ensure_shape(weights[b * batch_size : (b + 1) * batch_size], (batch_size,))
+            return xb, xb, wb
+
+        return tf.data.Dataset.range(steps).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+    passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    dataset = passes.flat_map(one_pass)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _unpack(data):
+    """(x, sample_weight or None) from a batch: x, (x,), (x, y) or (x, y, sample_weight).
+    y, when given, is ignored: a VAE's target is its input."""
+    x, _, weights = keras.utils.unpack_x_y_sample_weight(data)
+    if weights is not None:
+        weights = tf.cast(weights, tf.float32)
+    return x, weights
+
+
+def _mean(values, weights):
+    if weights is None:
+        return tf.reduce_mean(values)
+    return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1e-12)
 
 
 def _make_component(slot, group, spec, kwargs, build_args):

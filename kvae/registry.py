@@ -256,8 +256,9 @@ def _dist_of(ep, cache: dict) -> tuple[str, str | None]:
             name, version = meta["Name"], meta["Version"]
         except Exception:  # noqa: BLE001 - unreadable METADATA must not hide other plugins
             name, version = None, None
-        cache[key] = (_canonical_dist(name) if name else "unknown", version)
-    return cache[key]
+        # Keep the Distribution itself in the cache: its id() must not be reused by another.
+        cache[key] = (_canonical_dist(name) if name else "unknown", version, dist)
+    return cache[key][:2]
 
 
 def _discover() -> dict[str, tuple[Entry, ...]]:

@@ -56,6 +56,20 @@ def sample_data(data_shape, likelihood="bernoulli", n=8, seed=0):
     return (rng.integers(0, 256, size=shape) / 256.0).astype("float32")
 
 
+def _given_data(what, data, data_shape, n):
+    """The caller's examples as float32, or None; at least ``n`` of shape ``data_shape``."""
+    if data is None:
+        return None
+    arr = np.asarray(data, dtype="float32")
+    if arr.shape[1:] != tuple(data_shape) or len(arr) < n:
+        _fail(
+            what,
+            f"`data` must hold at least {n} examples of shape {tuple(data_shape)}; "
+            f"got an array of shape {arr.shape}",
+        )
+    return arr
+
+
 def _config_round_trip(what, layer, call):
     config = layer.get_config()
     clone = type(layer).from_config(config)
@@ -128,15 +142,23 @@ def check_encoder(
     kwargs=None,
     posteriors=("gaussian",),
     likelihood="bernoulli",
+    likelihood_kwargs=None,
+    data=None,
 ):
-    """Check an encoder: x (B, *data_shape) -> finite features with a batch axis of B."""
+    """Check an encoder: x (B, *data_shape) -> finite features with a batch axis of B.
+
+    ``data`` (at least 16 examples) replaces the random data of :func:`sample_data`, for
+    likelihoods that score other data (tokens, say); ``likelihood_kwargs`` go to the
+    likelihood of the VAE the encoder is trained in.
+    """
     name, factory = _factory("encoders", encoder)
     what = f"encoder {name!r}"
     kwargs = dict(kwargs or {})
+    data = _given_data(what, data, data_shape, 16)
     layer = factory(data_shape=tuple(data_shape), **kwargs)
     if not isinstance(layer, keras.layers.Layer):
         _fail(what, f"must build a keras.layers.Layer, built {type(layer).__name__}")
-    x = sample_data(data_shape, likelihood, n=4)
+    x = data[:4] if data is not None else sample_data(data_shape, likelihood, n=4)
     out = layer(x)
     if out.shape[0] != 4:
         _fail(
@@ -151,11 +173,12 @@ def check_encoder(
         spec = encoder if isinstance(encoder, str) else layer
         _vae_round_trip(
             f"{what} with posterior {posterior!r}",
-            sample_data(data_shape, likelihood, n=16),
+            data[:16] if data is not None else sample_data(data_shape, likelihood, n=16),
             encoder=spec,
             encoder_kwargs=kwargs if isinstance(encoder, str) else None,
             posterior=posterior,
             likelihood=likelihood,
+            likelihood_kwargs=likelihood_kwargs,
             input_shape=tuple(data_shape),
             latent_dim=3,
         )
@@ -169,11 +192,18 @@ def check_decoder(
     kwargs=None,
     likelihoods=("bernoulli", "gaussian"),
     latent_dim=3,
+    likelihood_kwargs=None,
+    data=None,
 ):
-    """Check a decoder: z (B, latent_dim) -> finite features, composing with each likelihood."""
+    """Check a decoder: z (B, latent_dim) -> finite features, composing with each likelihood.
+
+    ``data`` (at least 16 examples) and ``likelihood_kwargs`` are used with every likelihood
+    in ``likelihoods``; for likelihoods that need different ones, call once per likelihood.
+    """
     name, factory = _factory("decoders", decoder)
     what = f"decoder {name!r}"
     kwargs = dict(kwargs or {})
+    data = _given_data(what, data, data_shape, 16)
     layer = factory(data_shape=tuple(data_shape), **kwargs)
     if not isinstance(layer, keras.layers.Layer):
         _fail(what, f"must build a keras.layers.Layer, built {type(layer).__name__}")
@@ -190,10 +220,11 @@ def check_decoder(
         spec = decoder if isinstance(decoder, str) else layer
         _vae_round_trip(
             f"{what} with likelihood {likelihood!r}",
-            sample_data(data_shape, likelihood, n=16),
+            data[:16] if data is not None else sample_data(data_shape, likelihood, n=16),
             decoder=spec,
             decoder_kwargs=kwargs if isinstance(decoder, str) else None,
             likelihood=likelihood,
+            likelihood_kwargs=likelihood_kwargs,
             input_shape=tuple(data_shape),
             latent_dim=latent_dim,
         )
@@ -228,14 +259,19 @@ def check_posterior(posterior, latent_dim=3, *, kwargs=None, feature_dim=16):
     return layer
 
 
-def check_likelihood(likelihood, data_shape=(28, 28, 1), *, kwargs=None, feature_shapes=((16,),)):
+def check_likelihood(
+    likelihood, data_shape=(28, 28, 1), *, kwargs=None, feature_shapes=((16,),), data=None
+):
     """Check a likelihood head: features -> params -> p(x|z) with event shape = data_shape,
-    finite log_prob of data in its range, for flat features and each given feature shape."""
+    finite log_prob of data in its range, for flat features and each given feature shape.
+
+    ``data`` (at least 5 examples the head can score) replaces :func:`sample_data`'s."""
     name, factory = _factory("likelihoods", likelihood)
     what = f"likelihood {name!r}"
     layer = None
     data_kind = name if isinstance(likelihood, str) else "bernoulli"
-    x = tf.constant(sample_data(data_shape, data_kind, n=5))
+    data = _given_data(what, data, data_shape, 5)
+    x = tf.constant(data[:5] if data is not None else sample_data(data_shape, data_kind, n=5))
     for fshape in feature_shapes:
         layer = factory(event_shape=tuple(data_shape), **dict(kwargs or {}))
         features = tf.constant(np.random.default_rng(0).standard_normal((5, *fshape)), tf.float32)

@@ -106,6 +106,7 @@ def test_builtin_names_are_listed_without_importing_them():
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KVAE_")}
     env["KVAE_LAZY_IMPORT"] = "1"  # `import kvae` alone must not pull in the components
+    env["KVAE_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only kvae's own: plugins/ may be installed
     out = subprocess.run(
         [sys.executable, "-c", code],
         check=False,
@@ -387,7 +388,8 @@ def test_same_distribution_seen_twice_is_deduplicated(make_dist, tmp_path):
 # -- names --------------------------------------------------------------------------------
 
 
-def test_unknown_name_lists_names_and_nearest_match():
+def test_unknown_name_lists_names_and_nearest_match(monkeypatch):
+    monkeypatch.setenv(registry.AUTOLOAD_ENV, "1")  # plugins/ may be installed
     with pytest.raises(UnknownComponentError) as excinfo:
         registry.get("encoders", "mpl")
     text = message(excinfo)

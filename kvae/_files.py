@@ -1,0 +1,72 @@
+"""Writing files so a reader never sees half of one: write a temporary file in the same
+folder, then ``os.replace`` it onto the final name (atomic on POSIX and Windows)."""
+
+import contextlib
+import json
+import os
+import tempfile
+
+from kvae.errors import KvaeError
+
+
+def check_writable(path, *, suffixes=None, what="output"):
+    """Raise KvaeError unless ``path`` can be written (its folder exists and is writable).
+
+    Checked before any expensive work, so a bad ``-o`` fails at once."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise KvaeError(
+            f"Expected a file path for the {what}. Received: {path!r}, which is a folder."
+        )
+    if suffixes and not path.lower().endswith(tuple(suffixes)):
+        raise KvaeError(
+            f"Expected the {what} path to end in {' or '.join(suffixes)}. Received: {path!r}."
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise KvaeError(
+            f"Expected the folder of the {what} to exist. Received: {path!r}, whose folder "
+            f"{folder!r} does not exist (or is not a folder). Create it first."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise KvaeError(f"Cannot write the {what} {path!r}: the folder {folder!r} is read-only.")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path`` (same extension); on success it becomes ``path``.
+
+    On failure the temporary file is removed and ``path`` is left as it was."""
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
+    except OSError as err:
+        raise KvaeError(f"Cannot write {path!r}: {err.strerror or err}.") from None
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give it the usual mode
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path, text):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_json(path, data):
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")

@@ -1,0 +1,242 @@
+"""``kvae.callbacks.TensorBoard``: what a person wants to see of a VAE while it trains.
+
+    tb = kvae.callbacks.TensorBoard("logs", x=x_test[:1000], y=y_test[:1000])
+    model.fit(train, epochs=10, validation_data=test, callbacks=[tb])
+    # tensorboard --logdir logs
+
+Layout under ``log_dir`` (each folder is a TensorBoard run):
+
+* ``train/``: one scalar per training metric per epoch (``loss``, ``elbo``,
+  ``reconstruction``, ``kl``), plus ``learning_rate`` and ``beta`` (the KL weight in use).
+* ``validation/``: the ``val_*`` metrics under the same tags (TensorBoard overlays the two
+  runs), and, computed from ``x`` each epoch: ``active_units`` (Burda et al.'s criterion),
+  ``kl_per_dim/z<u>``, histograms ``posterior/mean`` and ``posterior/scale`` (all units
+  pooled) and ``posterior/mean_z<u>`` (first units). Every ``image_every`` epochs (and after
+  the last): images ``reconstructions`` (input rows over reconstruction rows), ``samples``
+  (means of p(x|z), z from the prior, the same z every time), ``traversal`` (one unit varied
+  per row) and ``manifold`` (2-D latents only).
+* ``.`` (``log_dir`` itself): the hparams session (the config passed as ``hparams``), the
+  test metrics written by :meth:`TensorBoard.log_metrics` as ``test/<name>``, and the
+  embedding projector: ``projector_config.pbtxt`` with ``projector/embeddings.tsv``
+  (posterior means of ``x``), ``projector/metadata.tsv`` (labels) and
+  ``projector/sprite.png``.
+
+Steps are epoch indices counted from 0, as in ``keras.callbacks.TensorBoard``.
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kvae import evaluation, plots
+from kvae._checks import positive_int
+from kvae.errors import ConfigError
+
+__all__ = ["TensorBoard"]
+
+_HISTOGRAM_UNITS = 8  # per-unit histograms for the first units only
+_TRAVERSAL_UNITS = 10
+
+
+class TensorBoard(keras.callbacks.Callback):
+    """Write scalars, images, histograms, the projector and hparams for a kvae model.
+
+    Args:
+        log_dir: folder of the event files (created if missing).
+        x: held-out examples (numpy) for images, histograms, active units and the projector;
+            None writes the metric scalars only. The first ``max_examples`` are used.
+        y: labels of ``x`` for the projector (None: no labels).
+        image_every: write images every N epochs (and after the last epoch); 0 = never.
+        num_images: inputs shown in the reconstruction image and samples in the sample image.
+        projector: write the embedding projector at the end of training.
+        max_projector_points: rows of the projector (at most 8192 / image side squared).
+        hparams: a dict of hyperparameters (a config's ``to_dict()``) for the hparams
+            dashboard; None skips it. Nested values are shown as JSON strings.
+        trial_id: the hparams session name (default: the folder name above ``log_dir``).
+        max_examples: examples of ``x`` used each epoch.
+    """
+
+    def __init__(
+        self,
+        log_dir,
+        x=None,
+        y=None,
+        *,
+        image_every=1,
+        num_images=16,
+        projector=True,
+        max_projector_points=1024,
+        hparams=None,
+        trial_id=None,
+        max_examples=1000,
+    ):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        if isinstance(image_every, bool) or not isinstance(image_every, int) or image_every < 0:
+            raise ConfigError(
+                f"Expected `image_every` to be an integer >= 0. Received: image_every={image_every!r}"
+            )
+        self.image_every = image_every
+        self.num_images = positive_int("num_images", num_images)
+        self.projector = bool(projector)
+        self.max_projector_points = positive_int("max_projector_points", max_projector_points)
+        self.max_examples = positive_int("max_examples", max_examples)
+        if hparams is not None and not isinstance(hparams, dict):
+            raise ConfigError(f"Expected `hparams` to be a dict or None. Received: {hparams!r}")
+        self.hparams = hparams
+        self.trial_id = trial_id
+        self.x = None if x is None else np.asarray(x[:max_examples], np.float32)
+        self.y = None if y is None else np.asarray(y[:max_examples])
+        if self.y is not None and self.x is not None and len(self.y) != len(self.x):
+            raise ConfigError(
+                f"Expected one label per example. Received: {len(self.x)} examples, "
+                f"{len(self.y)} labels."
+            )
+        self._writers = {}
+        self._last_epoch = None
+
+    # ----- writers ----------------------------------------------------------------------
+    def _writer(self, run):
+        if run not in self._writers:
+            self._writers[run] = tf.summary.create_file_writer(os.path.join(self.log_dir, run))
+        return self._writers[run]
+
+    def close(self):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+    # ----- Keras hooks ------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        os.makedirs(self.log_dir, exist_ok=True)
+        if self.hparams is not None:
+            self._write_hparams()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        logs = logs or {}
+        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
+        val = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
+        with self._writer("train").as_default(step=epoch):
+            for name, value in train.items():
+                _scalar(name, value)
+            optimizer = getattr(self.model, "optimizer", None)
+            if optimizer is not None and "learning_rate" not in train:
+                _scalar("learning_rate", optimizer.learning_rate)
+            if hasattr(self.model, "beta"):
+                _scalar("beta", self.model.beta)
+        with self._writer("validation").as_default(step=epoch):
+            for name, value in val.items():
+                _scalar(name, value)
+            if self.x is not None:
+                self._write_latent_stats()
+                total = (self.params or {}).get("epochs")
+                last = total is not None and epoch + 1 >= total
+                if self.image_every and ((epoch + 1) % self.image_every == 0 or last):
+                    self.write_images(epoch)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.projector and self.x is not None and getattr(self.model, "latent_dim", 0) >= 1:
+            self.write_projector()
+        for writer in self._writers.values():
+            writer.flush()
+
+    # ----- pieces (public so they can be called outside fit) ---------------------------------
+    def _write_latent_stats(self):
+        means, scales = evaluation.posterior_moments(self.model, self.x)
+        count, _ = evaluation.active_units(means)
+        _scalar("active_units", count)
+        kl, _ = evaluation.kl_per_dimension(self.model, self.x, means=means, scales=scales)
+        if kl is not None:
+            for u, value in enumerate(kl):
+                _scalar(f"kl_per_dim/z{u}", value)
+        tf.summary.histogram("posterior/mean", means.ravel())
+        tf.summary.histogram("posterior/scale", scales.ravel())
+        for u in range(min(means.shape[1], _HISTOGRAM_UNITS)):
+            tf.summary.histogram(f"posterior/mean_z{u}", means[:, u])
+
+    def write_images(self, step):
+        """Write the images for ``step`` to the default writer (the validation run in fit)."""
+        model = self.model
+        if plots.image_shape(model.data_shape) is None:
+            return  # not image data: nothing to draw
+        n = min(self.num_images, len(self.x))
+        images = {
+            "reconstructions": plots.reconstructions(model, self.x[:n], n=n, ncols=min(8, n)),
+            "samples": plots.samples(model, self.num_images, seed=0),
+            "traversal": plots.traversal(model, self.x, max_dims=_TRAVERSAL_UNITS),
+        }
+        if model.latent_dim == 2:
+            images["manifold"] = plots.manifold(model, n=15)
+        for name, grid in images.items():
+            tf.summary.image(name, grid[None], step=step, max_outputs=1)
+
+    def write_projector(self):
+        """Write the embedding projector files for the posterior means of ``x``."""
+        from tensorboard.plugins import projector
+
+        x = self.x[: self.max_projector_points]
+        means = evaluation.posterior_moments(self.model, x)[0]
+        folder = os.path.join(self.log_dir, "projector")
+        os.makedirs(folder, exist_ok=True)
+        np.savetxt(os.path.join(folder, "embeddings.tsv"), means, delimiter="\t", fmt="%.6g")
+        config = projector.ProjectorConfig()
+        embedding = config.embeddings.add()
+        embedding.tensor_name = "posterior_mean"
+        embedding.tensor_path = "projector/embeddings.tsv"
+        if self.y is not None:
+            with open(os.path.join(folder, "metadata.tsv"), "w", encoding="utf-8") as f:
+                # One column: no header line (the projector's rule for single-column metadata).
+                f.writelines(f"{label}\n" for label in self.y[: len(x)])
+            embedding.metadata_path = "projector/metadata.tsv"
+        shape = plots.image_shape(self.model.data_shape)
+        if shape is not None:
+            side = math.ceil(math.sqrt(len(x)))
+            h, w = shape[:2]
+            if side * max(h, w) <= 8192:
+                sprite = plots.tile(plots.as_images(x, self.model.data_shape), side, pad=0)
+                plots.save_grid(sprite, os.path.join(folder, "sprite.png"))
+                embedding.sprite.image_path = "projector/sprite.png"
+                embedding.sprite.single_image_dim.extend([w, h])
+        projector.visualize_embeddings(self.log_dir, config)
+
+    def _write_hparams(self):
+        from tensorboard.plugins.hparams import api as hp
+
+        trial = self.trial_id or os.path.basename(os.path.dirname(os.path.abspath(self.log_dir)))
+        with self._writer(".").as_default():
+            hp.hparams(_hparam_values(self.hparams), trial_id=trial, start_time_secs=time.time())
+
+    def log_metrics(self, metrics, step=None, prefix="test/"):
+        """Write final metrics (e.g. the test set's) as ``<prefix><name>`` scalars in the
+        top-level run, where the hparams dashboard finds them. Non-numbers are skipped."""
+        step = self._last_epoch if step is None else step
+        with self._writer(".").as_default(step=0 if step is None else step):
+            for name, value in metrics.items():
+                if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                    _scalar(prefix + name, value)
+        self._writer(".").flush()
+
+
+def _scalar(name, value):
+    value = float(keras.ops.convert_to_numpy(value))
+    tf.summary.scalar(name, value)
+
+
+def _hparam_values(config):
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        elif value is None:
+            out[key] = "None"
+        else:
+            out[key] = json.dumps(value, sort_keys=True)
+    return out

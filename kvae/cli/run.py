@@ -1,0 +1,303 @@
+"""Commands on a finished run directory: evaluate, sample, reconstruct, interpolate, encode,
+plot. Each checks its arguments (and that the output can be written) before it imports
+TensorFlow, then calls kvae.train.load_run and kvae.evaluation / kvae.plots."""
+
+import json
+
+import click
+
+from kvae._files import check_writable
+
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+_run_dir = click.argument("run_dir", type=click.Path())
+_seed = click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
+)
+
+
+def _output(default, suffix, what="figure"):
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False),
+        default=default,
+        show_default=True,
+        help=f"Where to write the {what} ({suffix}; written to a temporary file, then renamed).",
+    )
+
+
+def _max_examples(default=None):
+    return click.option(
+        "--max-examples",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=default is not None,
+        help="Use only the first N test examples.",
+    )
+
+
+def _load(run_dir):
+    from kvae.train import load_run
+
+    return load_run(run_dir)
+
+
+def _test_data(config, max_examples=None):
+    from kvae.train import load_test_data
+
+    x, y = load_test_data(config)
+    if max_examples is not None:
+        x, y = x[:max_examples], (None if y is None else y[:max_examples])
+    return x, y
+
+
+def _done(path, size=None):
+    shape = f" ({size[1]} x {size[0]} pixels)" if size else ""
+    click.echo(f"Wrote {path}{shape}")
+
+
+# ----- evaluate -----------------------------------------------------------------------------
+@click.command(
+    context_settings=_CONTEXT, short_help="Test ELBO, log p(x) (IWAE), active units, KL per unit."
+)
+@_run_dir
+@click.option(
+    "--num-samples",
+    "-k",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="K importance samples per example for log p(x) (Burda et al. report K=5000).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Examples per batch.  [default: the run's batch size, which reproduces metrics.json]",
+)
+@_max_examples()
+@_seed
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+def evaluate(run_dir, num_samples, batch_size, max_examples, seed, as_json):
+    """Test metrics of a run: ELBO, reconstruction, KL, the importance-weighted estimate of
+    log p(x) with K samples, active units and the KL per latent dimension (nats)."""
+    from kvae import evaluation
+
+    config, model = _load(run_dir)
+    x, _ = _test_data(config, max_examples)
+    batch_size = batch_size or config.batch_size
+    metrics = evaluation.evaluate(
+        model, x, num_samples=num_samples, batch_size=batch_size, seed=seed
+    )
+    if as_json:
+        click.echo(json.dumps(metrics, sort_keys=True))
+        return
+    click.echo(_table(run_dir, metrics))
+
+
+def _table(run_dir, m):
+    rows = [
+        f"Run {run_dir}: {m['num_examples']} test examples, nats per example",
+        f"  ELBO                 {m['elbo']:12.4f}",
+        f"  reconstruction       {m['reconstruction']:12.4f}",
+        f"  KL                   {m['kl']:12.4f}",
+    ]
+    if "log_likelihood" in m:
+        rows.append(
+            f"  log p(x) (IWAE K={m['log_likelihood_num_samples']}) "
+            f"{m['log_likelihood']:9.4f} +- {m['log_likelihood_stderr']:.4f} (s.e.)"
+        )
+    rows.append(
+        f"  active units         {m['active_units']:>7d} / {m['latent_dim']}"
+        f"   (Var_x E_q[z_u] > {m['active_units_threshold']})"
+    )
+    if m["kl_per_dim"] is not None:
+        shown = ", ".join(f"z{u}={v:.3f}" for u, v in enumerate(m["kl_per_dim"][:16]))
+        more = " ..." if len(m["kl_per_dim"]) > 16 else ""
+        rows.append(f"  KL per dimension     {shown}{more}")
+    rows.append(f"    ({m['kl_per_dim_method']})")
+    return "\n".join(rows)
+
+
+# ----- pictures -----------------------------------------------------------------------------
+def _scale_option():
+    return click.option(
+        "--scale",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Pixels per image pixel.  [default: so that an image is at least 48 pixels]",
+    )
+
+
+def _save_grid(grid, model, output, scale):
+    from kvae import plots
+
+    if scale is None:
+        scale = plots.default_scale(plots.image_shape(model.data_shape)[0])
+    size = plots.save_grid(grid, output, scale=scale)
+    _done(output, size)
+
+
+def _require_images(model):
+    from kvae import plots
+    from kvae.errors import DataError
+
+    if plots.image_shape(model.data_shape) is None:
+        raise DataError(
+            f"Expected image data to draw. Received: a model of data shape {model.data_shape}."
+        )
+
+
+@click.command(context_settings=_CONTEXT, short_help="New images from prior samples (PNG).")
+@_run_dir
+@click.option(
+    "-n",
+    "--num",
+    "n",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Number of samples.",
+)
+@_output("samples.png", ".png")
+@_seed
+@_scale_option()
+def sample(run_dir, n, output, seed, scale):
+    """A grid of new images: z from the prior, shown as the mean of p(x|z)."""
+    from kvae import plots
+
+    check_writable(output, suffixes=(".png",), what="figure")
+    _, model = _load(run_dir)
+    _require_images(model)
+    _save_grid(plots.samples(model, n, seed=seed), model, output, scale)
+
+
+@click.command(
+    context_settings=_CONTEXT, short_help="Test images above their reconstructions (PNG)."
+)
+@_run_dir
+@click.option(
+    "-n",
+    "--num",
+    "n",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Number of test images.",
+)
+@_output("recon.png", ".png")
+@_scale_option()
+def reconstruct(run_dir, n, output, scale):
+    """Test images (odd rows) above their reconstructions (even rows)."""
+    from kvae import plots
+
+    check_writable(output, suffixes=(".png",), what="figure")
+    config, model = _load(run_dir)
+    _require_images(model)
+    x, _ = _test_data(config, n)
+    _save_grid(plots.reconstructions(model, x, n=n, ncols=min(8, n)), model, output, scale)
+
+
+@click.command(
+    context_settings=_CONTEXT, short_help="Decoded lines between pairs of test images (PNG)."
+)
+@_run_dir
+@click.option(
+    "--rows", type=click.IntRange(min=1), default=4, show_default=True, help="Pairs of test images."
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=2),
+    default=10,
+    show_default=True,
+    help="Decoded points per row.",
+)
+@_output("interp.png", ".png")
+@_scale_option()
+def interpolate(run_dir, rows, steps, output, scale):
+    """Decode the straight line between the posterior means of pairs of test images (the
+    first and last column show the two images)."""
+    from kvae import plots
+
+    check_writable(output, suffixes=(".png",), what="figure")
+    config, model = _load(run_dir)
+    _require_images(model)
+    x, _ = _test_data(config, 2 * rows)
+    _save_grid(plots.interpolations(model, x, rows=rows, steps=steps), model, output, scale)
+
+
+@click.command(
+    context_settings=_CONTEXT, short_help="Posterior means and scales of the test set (.npz)."
+)
+@_run_dir
+@_output("codes.npz", ".npz", what="codes")
+@_max_examples()
+def encode(run_dir, output, max_examples):
+    """Posterior means and scales of the test set (with its labels when it has them) as an
+    .npz with arrays `mean`, `scale` (marginal standard deviations) and `label`."""
+    import numpy as np
+
+    from kvae._files import atomic_path
+    from kvae.evaluation import posterior_moments
+
+    check_writable(output, suffixes=(".npz",), what="codes")
+    config, model = _load(run_dir)
+    x, y = _test_data(config, max_examples)
+    means, scales = posterior_moments(model, x)
+    arrays = {"mean": means, "scale": scales}
+    if y is not None:
+        arrays["label"] = np.asarray(y)
+    with atomic_path(output) as tmp:
+        np.savez(tmp, **arrays)
+    labels = "with labels" if y is not None else "no labels"
+    click.echo(f"Wrote {output}: {means.shape[0]} codes of size {means.shape[1]}, {labels}")
+
+
+@click.command(
+    context_settings=_CONTEXT, short_help="The 2-D latent manifold or the latent scatter (PNG)."
+)
+@_run_dir
+@click.option(
+    "--kind",
+    type=click.Choice(["manifold", "latent"]),
+    required=True,
+    help="manifold: images decoded over a grid of the latent space; latent: posterior means "
+    "of the test set coloured by label.",
+)
+@_output(None, ".png")
+@click.option(
+    "--grid", type=click.IntRange(min=2), default=20, show_default=True, help="Manifold grid size."
+)
+@click.option(
+    "--method",
+    type=click.Choice(["pca"]),
+    default=None,
+    help="Manifold above 2 latent dimensions: grid over the first two principal axes of the "
+    "posterior means.",
+)
+@_max_examples(5000)
+def plot(run_dir, kind, output, grid, method, max_examples):
+    """The Keras VAE example's figures: the decoded manifold of a 2-D latent space (grid by
+    the inverse normal CDF, Kingma & Welling) or the scatter of posterior means by label
+    (a PCA projection above 2 dimensions, stated in the title)."""
+    from kvae import plots
+
+    output = output or f"{kind}.png"
+    check_writable(output, suffixes=(".png",), what="figure")
+    config, model = _load(run_dir)
+    if kind == "manifold":
+        _require_images(model)
+        if method is None and model.latent_dim != 2:
+            from kvae.errors import ConfigError
+
+            raise ConfigError(
+                f"Expected a run with latent_dim=2 for --kind manifold. Received: latent_dim="
+                f"{model.latent_dim}. Add --method pca for a grid over the first two principal "
+                "axes of the posterior means."
+            )
+        x = _test_data(config, max_examples)[0] if method else None
+        size = plots.plot_manifold(model, output, n=grid, method=method, x=x)
+    else:
+        x, y = _test_data(config, max_examples)
+        size = plots.plot_latent(model, x, y, output)
+    _done(output, size)

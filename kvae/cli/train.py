@@ -1,0 +1,227 @@
+"""``kvae train``: options -> a TrainConfig -> kvae.train.train."""
+
+import json
+import os
+
+import click
+
+from kvae.config import BINARIZE, KL_METHODS, ON_NAN, OPTIMIZERS, STRATEGIES, TrainConfig
+
+_DEFAULTS = TrainConfig()
+
+
+class _JSONObject(click.ParamType):
+    name = "JSON"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        try:
+            data = json.loads(value)
+        except ValueError as err:
+            self.fail(
+                f"Expected a JSON object such as '{{\"hidden\": [256]}}'. Received: {value!r} ({err}).",
+                param,
+                ctx,
+            )
+        if not isinstance(data, dict):
+            self.fail(
+                f"Expected a JSON object such as '{{\"hidden\": [256]}}'. Received: {value!r}.",
+                param,
+                ctx,
+            )
+        return data
+
+
+class _Validation(click.ParamType):
+    name = "test|none|FRACTION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value in ("test", "none"):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(
+                f"Expected 'test', 'none' or a fraction in (0, 1). Received: {value!r}.", param, ctx
+            )
+
+
+def _default(key):
+    value = getattr(_DEFAULTS, key)
+    return "none" if value is None else value
+
+
+# (flags, key, type, help). Every option defaults to None: only options given on the command
+# line override the config file (and the config file overrides TrainConfig's defaults).
+_OPTIONS = [
+    (("--dataset", "-d"), "dataset", str, "Data set name (kvae plugins list) or .npz path."),
+    (("--dataset-kwargs",), "dataset_kwargs", _JSONObject(), "Data set loader arguments (JSON)."),
+    (("--encoder",), "encoder", str, "Encoder network name."),
+    (("--encoder-kwargs",), "encoder_kwargs", _JSONObject(), "Encoder arguments (JSON object)."),
+    (("--decoder",), "decoder", str, "Decoder network name."),
+    (("--decoder-kwargs",), "decoder_kwargs", _JSONObject(), "Decoder arguments (JSON object)."),
+    (("--posterior",), "posterior", str, "Posterior q(z|x) head name."),
+    (("--posterior-kwargs",), "posterior_kwargs", _JSONObject(), "Posterior arguments (JSON)."),
+    (("--likelihood",), "likelihood", str, "Likelihood p(x|z) head name."),
+    (("--likelihood-kwargs",), "likelihood_kwargs", _JSONObject(), "Likelihood arguments (JSON)."),
+    (("--prior",), "prior", str, "Prior p(z) name."),
+    (("--prior-kwargs",), "prior_kwargs", _JSONObject(), "Prior arguments (JSON object)."),
+    (("--latent-dim", "-z"), "latent_dim", click.IntRange(min=1), "Size of z."),
+    (("--beta",), "beta", click.FloatRange(min=0), "KL weight (1 = the ELBO)."),
+    (("--kl-warmup-epochs",), "kl_warmup_epochs", click.IntRange(min=0), "Linear KL warm-up."),
+    (("--kl",), "kl", click.Choice(KL_METHODS), "KL estimate."),
+    (("--objective",), "objective", click.Choice(["elbo", "iwae"]), "Training objective."),
+    (("--num-samples", "-k"), "num_samples", click.IntRange(min=1), "Latent samples (IWAE's K)."),
+    (("--epochs", "-e"), "epochs", click.IntRange(min=1), "Training epochs."),
+    (("--batch-size", "-b"), "batch_size", click.IntRange(min=1), "Examples per batch."),
+    (
+        ("--learning-rate", "--lr"),
+        "learning_rate",
+        click.FloatRange(min=0, min_open=True),
+        "Learning rate.",
+    ),
+    (("--optimizer",), "optimizer", click.Choice(OPTIMIZERS), "Optimizer."),
+    (
+        ("--clip-norm",),
+        "clip_norm",
+        click.FloatRange(min=0, min_open=True),
+        "Global gradient-norm clip.",
+    ),
+    (("--seed",), "seed", click.IntRange(min=0), "Random seed."),
+    (
+        ("--steps-per-execution",),
+        "steps_per_execution",
+        click.IntRange(min=1),
+        "Steps per compiled call.",
+    ),
+    (("--binarize",), "binarize", click.Choice(["none", *BINARIZE[1:]]), "Binarise the data."),
+    (
+        ("--validation",),
+        "validation",
+        _Validation(),
+        "Validation data: test, none or a held-out fraction.",
+    ),
+    (
+        ("--max-train-examples",),
+        "max_train_examples",
+        click.IntRange(min=1),
+        "Use only the first N training examples.",
+    ),
+    (
+        ("--max-test-examples",),
+        "max_test_examples",
+        click.IntRange(min=1),
+        "Use only the first N test examples.",
+    ),
+    (
+        ("--image-every",),
+        "image_every",
+        click.IntRange(min=0),
+        "TensorBoard images every N epochs (0: never).",
+    ),
+    (
+        ("--eval-num-samples",),
+        "eval_num_samples",
+        click.IntRange(min=0),
+        "K of the log p(x) estimate in metrics.json (0: skip).",
+    ),
+    (("--strategy",), "strategy", click.Choice(STRATEGIES), "tf.distribute strategy."),
+    (("--on-nan",), "on_nan", click.Choice(ON_NAN), "What to do when the loss becomes NaN."),
+    (("--free-bits",), "free_bits", click.FloatRange(min=0), "Free bits per latent unit (nats)."),
+    (
+        ("--checkpoint-every",),
+        "checkpoint_every",
+        click.IntRange(min=1),
+        "Checkpoint every N epochs.",
+    ),
+]
+
+
+def _add_options(func):
+    for flags, key, type_, help_ in reversed(_OPTIONS):
+        func = click.option(
+            *flags,
+            key,
+            type=type_,
+            default=None,
+            help=f"{help_}  [default: {_default(key)}]",
+        )(func)
+    return func
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    short_help="Train a VAE and write a run directory.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A .yaml/.yml/.json file of config keys; options given here override it.",
+)
+@_add_options
+@click.option(
+    "--jit/--no-jit", "jit", default=None, help="XLA-compile the training step.  [default: jit]"
+)
+@click.option(
+    "--projector/--no-projector",
+    "projector",
+    default=None,
+    help="Write TensorBoard's embedding projector.  [default: projector]",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    help="Where to write the run.  [default: runs/<time>-<name>]",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False),
+    help="Continue the run in this directory (its config, plus options given here).",
+)
+@click.option(
+    "--progress",
+    type=click.Choice(["bar", "epoch", "none"]),
+    default="bar",
+    show_default=True,
+    help="Keras' progress bar, one line per epoch, or nothing.",
+)
+def train(config_file, run_dir, resume_dir, progress, **options):
+    """Train a VAE and write a run directory (config, model, checkpoints, TensorBoard logs,
+    test metrics). With no options: the default MNIST VAE (784-512-2 MLP, Bernoulli).
+
+    Keys of --config files are TrainConfig's: the options' names with '_' for '-'.
+    """
+    from kvae.train import default_run_dir, load_config
+    from kvae.train import train as run_training
+
+    overrides = {k: v for k, v in options.items() if v is not None}
+    if overrides.get("binarize") == "none":
+        overrides["binarize"] = None
+    if resume_dir is not None:
+        if run_dir is not None and os.path.abspath(run_dir) != os.path.abspath(resume_dir):
+            raise click.UsageError("Expected either --resume RUN_DIR or --run-dir, not both.")
+        if config_file is not None:
+            raise click.UsageError(
+                "Expected no --config with --resume: a resumed run keeps its own config.json "
+                "(give single options to change it, e.g. --epochs)."
+            )
+        base = load_config(resume_dir)
+        run_dir = resume_dir
+        overrides["resume"] = True
+    elif config_file is not None:
+        base = TrainConfig.from_file(config_file)
+    else:
+        base = TrainConfig()
+    config = base.replace(**overrides)
+    if config.resume and resume_dir is None:
+        raise click.UsageError("Expected --resume RUN_DIR to resume a run (resume: true needs it).")
+    if run_dir is None:
+        run_dir = default_run_dir(config)
+    verb = "Resuming" if config.resume else "Training"
+    click.echo(f"{verb} {config.short_name}; writing the run to {run_dir}", err=True)
+    verbose = {"bar": "auto", "epoch": 2, "none": 0}[progress]
+    result = run_training(config, run_dir, verbose=verbose)
+    click.echo(result.summary())

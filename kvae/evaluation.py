@@ -1,0 +1,163 @@
+"""Test-set evaluation of a trained VAE: the ELBO and its parts, an importance-weighted
+estimate of log p(x), active units and the KL per latent dimension.
+
+    from kvae import evaluation
+    metrics = evaluation.evaluate(model, x_test, num_samples=5000)
+
+All figures are in nats per example.
+
+* ``elbo``, ``reconstruction``, ``kl``, ``loss``: ``model.evaluate`` (one latent sample per
+  example, so the ELBO is itself a Monte Carlo estimate).
+* ``log_likelihood``: the mean over examples of the importance-weighted bound with K samples
+  (Burda et al. 2016, K = 5000 in their tables), ``model.log_likelihood``; it is a lower bound
+  of log p(x) that tightens as K grows. ``log_likelihood_stderr`` is the standard error of that
+  mean over examples.
+* ``active_units``: Burda et al.'s criterion: latent unit u is active when
+  ``Cov_x(E_{q(z|x)}[z_u]) > 0.01``, the variance over the data of the posterior mean.
+* ``kl_per_dim``: KL(q(z_u|x) || p(z_u)) between the one-dimensional marginals, averaged over
+  examples. In closed form when q is Gaussian and the prior a diagonal Gaussian (for a
+  diagonal q they sum to ``kl``); by Monte Carlo when the prior is a mixture of diagonal
+  Gaussians (marginals of a mixture are mixtures). ``kl_per_dim_method`` says which.
+"""
+
+import numpy as np
+
+from kvae._checks import positive_int
+
+__all__ = [
+    "ACTIVE_UNIT_THRESHOLD",
+    "active_units",
+    "evaluate",
+    "kl_per_dimension",
+    "latent_summary",
+    "posterior_moments",
+]
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+_ENCODE_BATCH = 1000
+_KL_MC_SAMPLES = 64
+
+
+def posterior_moments(model, x, batch_size=_ENCODE_BATCH):
+    """Posterior means and marginal standard deviations of q(z|x), numpy ``(n, latent_dim)``."""
+    means, scales = [], []
+    for start in range(0, len(x), batch_size):
+        q = model.encode(np.asarray(x[start : start + batch_size], np.float32))
+        means.append(np.asarray(q.mean()))
+        scales.append(np.asarray(q.stddev()))
+    return np.concatenate(means), np.concatenate(scales)
+
+
+def active_units(means, threshold=ACTIVE_UNIT_THRESHOLD):
+    """``(count, variances)``: units whose posterior mean varies over the data by > threshold.
+
+    ``means`` are posterior means ``(n, latent_dim)`` (see :func:`posterior_moments`)."""
+    variances = np.var(np.asarray(means, np.float64), axis=0)
+    return int(np.sum(variances > threshold)), variances
+
+
+def kl_per_dimension(model, x, *, means=None, scales=None, seed=0):
+    """``(kl, method)``: mean over ``x`` of KL(q(z_u|x) || p(z_u)) for each latent unit u.
+
+    ``kl`` is a numpy array ``(latent_dim,)``, or None when the prior is neither a diagonal
+    Gaussian nor a mixture of them (``method`` then says why)."""
+    import tensorflow_probability as tfp
+
+    tfd = tfp.distributions
+    if means is None or scales is None:
+        means, scales = posterior_moments(model, x)
+    mu = np.asarray(means, np.float64)
+    s = np.asarray(scales, np.float64)
+    prior = model.prior_distribution()
+    gaussian = (tfd.MultivariateNormalDiag, tfd.MultivariateNormalTriL, tfd.Normal)
+    if isinstance(prior, gaussian):
+        m = np.asarray(prior.mean(), np.float64)
+        t = np.asarray(prior.stddev(), np.float64)
+        kl = np.log(t / s) + (s**2 + (mu - m) ** 2) / (2 * t**2) - 0.5
+        method = "analytic KL between the Gaussian marginals q(z_u|x) and p(z_u)"
+        return kl.mean(axis=0), method
+    components = getattr(prior, "components_distribution", None)
+    if isinstance(prior, tfd.MixtureSameFamily) and isinstance(
+        components, tfd.MultivariateNormalDiag
+    ):
+        log_pi = np.asarray(_log_softmax(prior.mixture_distribution.logits_parameter()), np.float64)
+        locs = np.asarray(components.mean(), np.float64)  # (C, L)
+        sds = np.asarray(components.stddev(), np.float64)  # (C, L)
+        rng = np.random.default_rng(seed)
+        total = np.zeros(mu.shape[1])
+        for start in range(0, len(mu), 256):
+            m_b, s_b = mu[start : start + 256], s[start : start + 256]
+            eps = rng.standard_normal((_KL_MC_SAMPLES, *m_b.shape))
+            z = m_b + s_b * eps  # (S, B, L)
+            log_q = _normal_log_pdf(z, m_b, s_b)
+            # log p(z_u) = logsumexp_c [log pi_c + log N(z_u; loc_cu, sd_cu)]
+            per_c = _normal_log_pdf(z[..., None, :], locs, sds) + log_pi[:, None]  # (S,B,C,L)
+            log_p = _logsumexp(per_c, axis=-2)
+            total += (log_q - log_p).mean(axis=0).sum(axis=0)
+        method = (
+            f"Monte Carlo ({_KL_MC_SAMPLES} samples per example) of KL between the marginals "
+            "q(z_u|x) and the mixture marginal p(z_u)"
+        )
+        return total / len(mu), method
+    return None, f"unavailable: no per-dimension marginals for a {type(prior).__name__} prior"
+
+
+def _log_softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    return logits - _logsumexp(logits, axis=-1)[..., None]
+
+
+def _normal_log_pdf(z, loc, scale):
+    return -0.5 * ((z - loc) / scale) ** 2 - np.log(scale) - 0.5 * np.log(2 * np.pi)
+
+
+def _logsumexp(a, axis):
+    top = np.max(a, axis=axis, keepdims=True)
+    return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(a - top), axis=axis))
+
+
+def evaluate(model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0):
+    """Test metrics of ``model`` on ``x`` (numpy, already binarised if the model was trained on
+    binary data). See the module docstring for each key.
+
+    Args:
+        num_samples: K of the importance-weighted estimate of log p(x) (>= 1; 5000 in Burda et
+            al.). Its cost is K decoder passes per example; 0 skips it.
+        batch_size: examples per batch for ``model.evaluate`` and the log p(x) estimate.
+        seed: seed of the estimate's samples.
+    """
+    if num_samples != 0:
+        positive_int("num_samples", num_samples)
+    batch_size = positive_int("batch_size", batch_size)
+    x = np.asarray(x, np.float32)
+    model.check_data(x)
+    result = {
+        k: float(v)
+        for k, v in model.evaluate(
+            x, batch_size=batch_size, return_dict=True, verbose=verbose
+        ).items()
+    }
+    result["num_examples"] = int(len(x))
+    if num_samples:
+        ll = model.log_likelihood(x, num_samples=num_samples, batch_size=batch_size, seed=seed)
+        result["log_likelihood"] = float(np.mean(ll))
+        stderr = np.std(ll, ddof=1) / np.sqrt(len(ll)) if len(ll) > 1 else float("nan")
+        result["log_likelihood_stderr"] = float(stderr)
+        result["log_likelihood_num_samples"] = int(num_samples)
+    result.update(latent_summary(model, x))
+    return result
+
+
+def latent_summary(model, x, *, seed=0):
+    """Active units and per-dimension KL of ``x`` (one encoder pass), as a JSON-able dict."""
+    means, scales = posterior_moments(model, x)
+    count, variances = active_units(means)
+    kl, method = kl_per_dimension(model, x, means=means, scales=scales, seed=seed)
+    return {
+        "active_units": count,
+        "active_units_threshold": ACTIVE_UNIT_THRESHOLD,
+        "latent_dim": int(means.shape[1]),
+        "posterior_mean_variance": [float(v) for v in variances],
+        "kl_per_dim": None if kl is None else [float(v) for v in kl],
+        "kl_per_dim_method": method,
+    }

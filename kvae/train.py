@@ -1,0 +1,553 @@
+"""Training runs: ``train(config) -> RunResult``, and ``load_run(run_dir)`` to use one later.
+
+    from kvae.config import TrainConfig
+    from kvae.train import train, load_run
+    result = train(TrainConfig(dataset="digits", epochs=5))
+    print(result.summary())
+    config, model = load_run(result.run_dir)
+
+A run directory holds::
+
+    run.json          kvae's marker: versions, status ("running"/"finished"), times, epochs
+    config.json       the resolved TrainConfig (TrainConfig.from_file reads it back)
+    model.keras       the final model (written to a temporary name, then renamed)
+    metrics.json      final test metrics: model.evaluate's loss/elbo/reconstruction/kl, active
+                      units, KL per dimension (see kvae.evaluation), training time
+    checkpoints/      per-epoch checkpoints (kvae.checkpointing when installed)
+    logs/             TensorBoard event files (kvae.callbacks.TensorBoard)
+
+The test metrics are computed with the model's sampling state reset to the one a freshly
+loaded ``model.keras`` starts from, so evaluating the saved model on the same test data with
+the same batch size (``kvae evaluate`` does) reproduces them exactly.
+"""
+
+import dataclasses
+import datetime
+import importlib
+import inspect
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from kvae import _files
+from kvae._version import __version__
+from kvae.config import TrainConfig
+from kvae.errors import ConfigError, DataError, KvaeError, ModelFileError, TrainingError
+
+__all__ = [
+    "RUN_FILE",
+    "Data",
+    "RunResult",
+    "build_model",
+    "default_run_dir",
+    "load_config",
+    "load_data",
+    "load_run",
+    "load_test_data",
+    "train",
+]
+
+RUN_FILE = "run.json"
+RUN_FORMAT = "kvae-run"
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+_SLOTS = (
+    ("encoder", "encoders"),
+    ("decoder", "decoders"),
+    ("posterior", "posteriors"),
+    ("likelihood", "likelihoods"),
+    ("prior", "priors"),
+)
+_TENSORBOARD_EXAMPLES = 1000
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`train` returns: where the run went, the model, and how it went."""
+
+    run_dir: str
+    model: object
+    history: dict
+    metrics: dict
+    config: TrainConfig
+
+    def path(self, name):
+        return os.path.join(self.run_dir, name)
+
+    def summary(self):
+        """A few lines for a person: where everything went and how to open TensorBoard."""
+        m = self.metrics
+        lines = [
+            f"Run directory: {self.run_dir}",
+            f"  config:      {self.path(CONFIG_FILE)}",
+            f"  model:       {self.path(MODEL_FILE)}",
+            f"  metrics:     {self.path(METRICS_FILE)}",
+            f"  checkpoints: {self.path(CHECKPOINT_DIR)}{os.sep}",
+            f"  TensorBoard: {self.path(LOG_DIR)}{os.sep}",
+            "Test metrics (nats per example): "
+            + ", ".join(
+                f"{k}={m[k]:.4g}"
+                for k in ("elbo", "reconstruction", "kl", "log_likelihood")
+                if isinstance(m.get(k), (int, float))
+            )
+            + (
+                f", active units {m['active_units']}/{m['latent_dim']}"
+                if "active_units" in m
+                else ""
+            ),
+            f"Open TensorBoard:  tensorboard --logdir {self.path(LOG_DIR)}",
+            f"Evaluate further:  kvae evaluate {self.run_dir} --num-samples 5000",
+        ]
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class Data:
+    """A run's arrays (numpy): train, validation (None when validation="none") and test.
+
+    Test (and held-out validation) data is binarised once, with the config's seed, when the
+    config asks for binarisation, so every evaluation of a run sees the same test set."""
+
+    x_train: np.ndarray
+    y_train: object
+    x_val: object
+    y_val: object
+    x_test: np.ndarray
+    y_test: object
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+
+# ----- data ---------------------------------------------------------------------------------------
+def _binarize_static(x, seed):
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB1]))
+    return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
+
+
+def _limit(x, y, n):
+    if n is None:
+        return x, y
+    return x[:n], (None if y is None else y[:n])
+
+
+def load_data(config, data=None):
+    """The arrays of a run as :class:`Data`: loaded by name (or taken from ``data``, a
+    ``((x_train, y_train), (x_test, y_test))`` pair), limited, split and binarised as the
+    config says."""
+    from kvae import datasets
+
+    if data is None:
+        data = datasets.load(config.dataset, **config.dataset_kwargs)
+    try:
+        (x_train, y_train), (x_test, y_test) = data
+    except (TypeError, ValueError):
+        raise DataError(
+            "Expected data as ((x_train, y_train), (x_test, y_test)). "
+            f"Received: {type(data).__name__}."
+        ) from None
+    x_train = np.asarray(x_train, np.float32)
+    x_test = np.asarray(x_test, np.float32)
+    x_train, y_train = _limit(x_train, y_train, config.max_train_examples)
+    x_test, y_test = _limit(x_test, y_test, config.max_test_examples)
+    if config.binarize is not None:
+        for name, x in (("x_train", x_train), ("x_test", x_test)):
+            if x.size and (x.min() < 0 or x.max() > 1):
+                raise DataError(
+                    f"Expected {name} in [0, 1] to binarize it. Received: values from "
+                    f"{x.min():g} to {x.max():g}. Set binarize to null/None or rescale the data."
+                )
+        x_test = _binarize_static(x_test, config.seed + 1)
+    x_val, y_val = None, None
+    if config.validation == "test":
+        x_val, y_val = x_test, y_test
+    elif isinstance(config.validation, float):
+        n_val = int(round(len(x_train) * config.validation))
+        if not 1 <= n_val < len(x_train):
+            raise ConfigError(
+                f"Expected `validation` to hold out between 1 and {len(x_train) - 1} of the "
+                f"{len(x_train)} training examples. Received: validation={config.validation} "
+                f"({n_val} examples)."
+            )
+        x_val, y_val = x_train[-n_val:], (None if y_train is None else y_train[-n_val:])
+        x_train, y_train = x_train[:-n_val], (None if y_train is None else y_train[:-n_val])
+        if config.binarize is not None:
+            x_val = _binarize_static(x_val, config.seed + 2)
+    return Data(x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+# ----- model ----------------------------------------------------------------------------------
+def check_components(config):
+    """Raise (UnknownComponentError with the names that exist, or PluginError) now, before
+    any data is loaded, if a component of the config is not registered or does not import."""
+    from kvae import registry
+
+    for slot, group in _SLOTS:
+        registry.get(group, getattr(config, slot))
+
+
+def _optimizer(config):
+    import keras
+
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return classes[config.optimizer](
+        learning_rate=config.learning_rate, global_clipnorm=config.clip_norm
+    )
+
+
+def build_model(config, input_shape, steps_per_epoch=None):
+    """A compiled ``kvae.VAE`` as the config describes it (call inside a strategy scope).
+
+    ``steps_per_execution`` is capped at ``steps_per_epoch`` when that is given: more steps
+    per compiled call than an epoch has gain nothing (and confuse Keras' progress bar)."""
+    from kvae.model import VAE
+
+    kwargs = dict(
+        latent_dim=config.latent_dim,
+        input_shape=input_shape,
+        beta=config.beta,
+        num_samples=config.num_samples,
+        objective=config.objective,
+        kl=config.kl,
+        seed=config.seed,
+    )
+    for slot, _ in _SLOTS:
+        kwargs[slot] = getattr(config, slot)
+        kwargs[f"{slot}_kwargs"] = getattr(config, f"{slot}_kwargs") or None
+    if config.free_bits:
+        if "free_bits" not in inspect.signature(VAE.__init__).parameters:
+            raise ConfigError(
+                "Expected free_bits=0: this version of kvae.VAE has no free-bits objective. "
+                f"Received: free_bits={config.free_bits}."
+            )
+        kwargs["free_bits"] = config.free_bits
+    model = VAE(**kwargs)
+    model.compile(
+        optimizer=_optimizer(config),
+        jit_compile=config.jit,
+        steps_per_execution=min(config.steps_per_execution, steps_per_epoch or math.inf),
+    )
+    return model
+
+
+def _optional_module(name):
+    """``kvae.<name>`` if that module exists, else None (it is written by another issue)."""
+    try:
+        return importlib.import_module(f"kvae.{name}")
+    except ModuleNotFoundError as err:
+        if err.name == f"kvae.{name}":
+            return None
+        raise
+
+
+def _strategy(config):
+    distribute = _optional_module("distribute")
+    if distribute is not None:
+        return distribute.get_strategy(config.strategy)
+    if config.strategy != "default":
+        raise ConfigError(
+            f"Expected strategy='default': this installation has no kvae.distribute. "
+            f"Received: strategy={config.strategy!r}."
+        )
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy()
+
+
+def _robustness_callbacks(run_dir, config):
+    checkpointing = _optional_module("checkpointing")
+    if checkpointing is not None:
+        return list(checkpointing.training_callbacks(run_dir, config))
+    import keras
+
+    if config.resume:
+        raise ConfigError(
+            "Expected resume=False: resuming needs kvae.checkpointing, which is not installed."
+        )
+    if config.on_nan != "stop":
+        raise ConfigError(
+            f"Expected on_nan='stop' without kvae.checkpointing. Received: on_nan={config.on_nan!r}."
+        )
+    return [
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(run_dir, CHECKPOINT_DIR, "last.keras"), save_freq="epoch"
+        ),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+
+
+# ----- run directories ------------------------------------------------------------------------
+def default_run_dir(config, root="runs"):
+    """``runs/<YYYYmmdd-HHMMSS>-<short name>`` under the current folder (made unique)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(root, f"{stamp}-{config.short_name}")
+    path, i = base, 2
+    while os.path.exists(path):
+        path, i = f"{base}-{i}", i + 1
+    return path
+
+
+def _check_new_run_dir(run_dir, config):
+    """The run directory to write (checked, not yet created)."""
+    if config.resume:
+        if run_dir is None:
+            raise ConfigError("Expected a run directory to resume. Received: run_dir=None.")
+        _check_run_dir(run_dir)
+        return os.fspath(run_dir)
+    run_dir = os.fspath(run_dir) if run_dir is not None else default_run_dir(config)
+    if os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
+        raise ConfigError(
+            f"Expected a new or empty run directory. Received: run_dir={run_dir!r}, which "
+            f"already holds files. Choose another directory, or resume it with "
+            f"`kvae train --resume {run_dir}`."
+        )
+    return run_dir
+
+
+def _make_run_dir(run_dir):
+    try:
+        os.makedirs(os.path.join(run_dir, CHECKPOINT_DIR), exist_ok=True)
+        os.makedirs(os.path.join(run_dir, LOG_DIR), exist_ok=True)
+    except OSError as err:
+        raise KvaeError(f"Cannot create the run directory {run_dir!r}: {err}.") from None
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _check_run_dir(run_dir):
+    run_dir = os.fspath(run_dir)
+    if not os.path.exists(run_dir):
+        raise ModelFileError(
+            f"Expected a kvae run directory. Received: {run_dir!r}, which does not exist."
+        )
+    if not os.path.isdir(run_dir):
+        raise ModelFileError(
+            f"Expected a kvae run directory (a folder written by `kvae train`). Received: "
+            f"{run_dir!r}, which is a file."
+        )
+    marker = os.path.join(run_dir, RUN_FILE)
+    try:
+        info = _read_json(marker)
+    except FileNotFoundError:
+        raise ModelFileError(
+            f"Expected a kvae run directory, with a {RUN_FILE} written by `kvae train`. "
+            f"Received: {run_dir!r}, which has none: it is not a kvae run."
+        ) from None
+    except (OSError, ValueError) as err:
+        raise ModelFileError(f"The run file {marker!r} is unreadable: {err}.") from None
+    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+        raise ModelFileError(
+            f"Expected {marker!r} to be a kvae run file (format {RUN_FORMAT!r}). Received: "
+            f"format={info.get('format') if isinstance(info, dict) else None!r}."
+        )
+    return info
+
+
+def load_config(run_dir):
+    """The :class:`TrainConfig` of a run directory."""
+    _check_run_dir(run_dir)
+    path = os.path.join(os.fspath(run_dir), CONFIG_FILE)
+    if not os.path.exists(path):
+        raise ModelFileError(f"Expected {path!r} in the run directory. Received: no such file.")
+    return TrainConfig.from_file(path)
+
+
+def load_run(run_dir):
+    """``(config, model)`` of a finished run directory.
+
+    Raises ModelFileError for a missing, foreign or unfinished run directory."""
+    config = load_config(run_dir)
+    path = os.path.join(os.fspath(run_dir), MODEL_FILE)
+    if not os.path.exists(path):
+        raise ModelFileError(
+            f"Expected the final model {path!r}. Received: no such file: the training of this "
+            f"run did not finish. Resume it with `kvae train --resume {os.fspath(run_dir)}`."
+        )
+    import kvae.heads  # noqa: F401  (register kvae's Keras objects: the command line
+    import kvae.model  # noqa: F401  imports kvae lazily, without them)
+    import kvae.networks  # noqa: F401
+    import kvae.priors  # noqa: F401
+    from kvae.saving import load_model
+
+    return config, load_model(path)
+
+
+def _write_run_file(run_dir, **fields):
+    path = os.path.join(run_dir, RUN_FILE)
+    info = {}
+    if os.path.exists(path):
+        try:
+            info = _read_json(path)
+        except (OSError, ValueError):
+            info = {}
+    info.update(format=RUN_FORMAT, kvae_version=__version__, **fields)
+    _files.write_json(path, info)
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions():
+    import keras
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "tfp": tfp.__version__}
+
+
+# ----- training -------------------------------------------------------------------------------
+def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None):
+    """Train a VAE as ``config`` says and write a run directory (see the module docstring).
+
+    Args:
+        config: a :class:`TrainConfig`, a dict of its keys, or None for the defaults (MNIST).
+        run_dir: where to write the run; None: ``runs/<timestamp>-<short name>``. Must be new
+            or empty unless ``config.resume``.
+        callbacks: more Keras callbacks for ``fit``.
+        verbose: passed to ``fit`` ("auto" shows Keras' progress bar).
+        data: optional ``((x_train, y_train), (x_test, y_test))`` arrays to use instead of
+            loading ``config.dataset`` (which is then only a label).
+
+    Returns:
+        A :class:`RunResult`.
+    """
+    import keras
+
+    from kvae import evaluation
+    from kvae.callbacks import KLWarmup, TensorBoard
+    from kvae.datasets import make_dataset
+
+    if config is None:
+        config = TrainConfig()
+    elif isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    elif not isinstance(config, TrainConfig):
+        raise ConfigError(
+            f"Expected a TrainConfig, a dict or None. Received: {type(config).__name__}."
+        )
+    check_components(config)
+    ds = config.dataset
+    if data is None and (ds.endswith(".npz") or os.sep in ds) and os.path.exists(ds):
+        config = config.replace(dataset=os.path.abspath(ds))  # a path: resolve it
+    run_dir = _check_new_run_dir(run_dir, config)
+
+    # Everything that can fail on a user's mistake (data, model arguments) happens before
+    # the run directory is made, so a failed start leaves nothing behind.
+    keras.utils.set_random_seed(config.seed)
+    arrays = load_data(config, data)
+    strategy = _strategy(config)
+    with strategy.scope():
+        steps = math.ceil(len(arrays.x_train) / config.batch_size)
+        model = build_model(config, arrays.input_shape, steps_per_epoch=steps)
+    _make_run_dir(run_dir)
+    _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
+    _write_run_file(run_dir, status="running", started=_now(), versions=_versions())
+    # The sampling state a freshly built (or loaded) model starts from: the test metrics are
+    # computed from it, so evaluating the saved model reproduces them exactly.
+    initial_seed_state = keras.ops.convert_to_numpy(model.seed_generator.state)
+    train_ds = make_dataset(
+        arrays.x_train, config.batch_size, binarize=config.binarize, seed=config.seed
+    )
+    val_ds = None
+    if arrays.x_val is not None:
+        val_ds = make_dataset(arrays.x_val, config.batch_size, shuffle=False)
+
+    shown_x = arrays.x_val if arrays.x_val is not None else arrays.x_test
+    shown_y = arrays.y_val if arrays.x_val is not None else arrays.y_test
+    tensorboard = TensorBoard(
+        os.path.join(run_dir, LOG_DIR),
+        x=shown_x[:_TENSORBOARD_EXAMPLES],
+        y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
+        image_every=config.image_every,
+        projector=config.projector,
+        hparams=config.to_dict(),
+        trial_id=os.path.basename(os.path.abspath(run_dir)),
+    )
+    all_callbacks = [tensorboard]
+    if config.kl_warmup_epochs:
+        all_callbacks.append(KLWarmup(config.kl_warmup_epochs))
+    all_callbacks += _robustness_callbacks(run_dir, config)
+    all_callbacks += list(callbacks)
+
+    start = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        epochs=config.epochs,
+        validation_data=val_ds,
+        callbacks=all_callbacks,
+        verbose=verbose,
+        shuffle=False,  # make_dataset shuffles every epoch itself
+    )
+    train_seconds = time.perf_counter() - start
+    if getattr(model, "stop_training", False) and _nan_history(history.history):
+        _write_run_file(run_dir, status="failed", finished=_now(), reason="NaN loss")
+        raise TrainingError(
+            f"Training stopped: the loss became NaN. The run directory {run_dir!r} holds the "
+            "last good checkpoint. Lower the learning rate or set clip_norm, then train again."
+        )
+
+    with _files.atomic_path(os.path.join(run_dir, MODEL_FILE)) as tmp:
+        model.save(tmp)
+    model.seed_generator.state.assign(initial_seed_state)
+    # The same call as kvae.evaluation.evaluate makes (arrays, the run's batch size).
+    scores = model.evaluate(
+        arrays.x_test, batch_size=config.batch_size, return_dict=True, verbose=0
+    )
+    metrics = {k: float(v) for k, v in scores.items()}
+    metrics["num_examples"] = int(len(arrays.x_test))
+    metrics.update(evaluation.latent_summary(model, arrays.x_test[:10000], seed=config.seed))
+    if config.eval_num_samples:
+        ll = model.log_likelihood(
+            arrays.x_test, num_samples=config.eval_num_samples, seed=config.seed
+        )
+        metrics["log_likelihood"] = float(np.mean(ll))
+        metrics["log_likelihood_num_samples"] = config.eval_num_samples
+    epochs_done = history.epoch[-1] + 1 if history.epoch else 0  # counts resumed epochs too
+    metrics["train_seconds"] = train_seconds
+    metrics["epochs_completed"] = epochs_done
+    _files.write_json(os.path.join(run_dir, METRICS_FILE), metrics)
+    tensorboard.log_metrics(metrics)
+    tensorboard.close()
+    _write_run_file(
+        run_dir,
+        status="finished",
+        finished=_now(),
+        train_seconds=train_seconds,
+        epochs_completed=epochs_done,
+        data_shape=list(arrays.input_shape),
+    )
+    return RunResult(
+        run_dir=run_dir,
+        model=model,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        metrics=metrics,
+        config=config,
+    )
+
+
+def _nan_history(history):
+    losses = history.get("loss") or []
+    return bool(losses) and not np.isfinite(losses[-1])
+
+
+def load_test_data(config):
+    """``(x_test, y_test)`` of a run's config, as :func:`train` evaluated them (limited and,
+    when the run binarises, binarised with the run's seed)."""
+    data = load_data(config)
+    return data.x_test, data.y_test

@@ -1,0 +1,427 @@
+"""The kvae command line: every command through click's CliRunner, bad input, the fast
+--help, and one end-to-end train -> evaluate -> sample -> plot in subprocesses."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from kvae.cli import main
+
+COMMANDS = ["train", "evaluate", "sample", "reconstruct", "interpolate", "encode", "plot"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--max-train-examples",
+    "256",
+    "--max-test-examples",
+    "100",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "64",
+    "--no-jit",
+    "--progress",
+    "none",
+]
+
+
+def _kvae(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], prog_name="kvae")
+
+
+def _png_size(path):
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        return image.size[1], image.size[0]
+
+
+def _no_traceback(result):
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = _kvae("train", *TINY, "--latent-dim", "2", "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    assert f"Run directory: {run}" in result.stdout
+    assert f"tensorboard --logdir {run}" in result.stdout
+    return run
+
+
+# ----- help and version -------------------------------------------------------------------------
+def test_version():
+    from kvae import __version__
+
+    result = _kvae("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+@pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)])
+def test_help(command):
+    result = _kvae(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage: kvae" in result.output
+
+
+def test_plugins_group_is_added_when_present():
+    import importlib.util
+
+    listed = "plugins" in _kvae("--help").output
+    assert listed == (importlib.util.find_spec("kvae.cli.plugins") is not None)
+
+
+def test_train_help_lists_every_config_option():
+    text = _kvae("train", "--help").output
+    for option in (
+        "--config",
+        "--dataset",
+        "--encoder",
+        "--decoder",
+        "--posterior",
+        "--likelihood",
+    ):
+        assert option in text
+    for option in ("--prior", "--latent-dim", "--beta", "--kl-warmup-epochs", "--objective"):
+        assert option in text
+    for option in ("--num-samples", "--epochs", "--batch-size", "--learning-rate", "--seed"):
+        assert option in text
+    for option in ("--jit / --no-jit", "--run-dir", "--resume", "--strategy", "--binarize"):
+        assert option in text
+
+
+def test_help_is_fast_and_imports_no_tensorflow():
+    """`kvae --help` through the installed console script, with -X importtime."""
+    exe = os.path.join(os.path.dirname(sys.executable), "kvae")
+    if not os.path.exists(exe):
+        pytest.skip("the kvae console script is not installed (pip install -e .)")
+    for args in (["--help"], ["--version"], *([c, "--help"] for c in COMMANDS)):
+        start = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", exe, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        elapsed = time.perf_counter() - start
+        assert "Usage: kvae" in out.stdout or "version" in out.stdout
+        imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()}
+        assert "tensorflow" not in imported and "keras" not in imported, args
+        assert elapsed < 2.0, (args, elapsed)
+
+
+# ----- train and the run directory ------------------------------------------------------------------
+def test_run_directory_layout(run_dir):
+    for name in ("run.json", "config.json", "model.keras", "metrics.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "checkpoints").is_dir() and os.listdir(run_dir / "checkpoints")
+    assert os.listdir(run_dir / "logs" / "train")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["dataset"] == "digits" and config["epochs"] == 2 and config["jit"] is False
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "finished" and info["epochs_completed"] == 2
+    assert not [n for n in os.listdir(run_dir) if n.startswith(".")]  # no temporary files
+
+
+def test_metrics_json_matches_model_evaluate(run_dir):
+    from kvae.train import load_run, load_test_data
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config, model = load_run(run_dir)
+    x, _ = load_test_data(config)
+    assert metrics["num_examples"] == len(x) == 100
+    again = model.evaluate(x, batch_size=config.batch_size, return_dict=True, verbose=0)
+    # The saved model carries its sampling state, so the same draws are made again.
+    for key in ("loss", "elbo", "reconstruction", "kl"):
+        np.testing.assert_allclose(metrics[key], again[key], rtol=1e-5, err_msg=key)
+    assert metrics["active_units"] <= metrics["latent_dim"] == 2
+    assert len(metrics["kl_per_dim"]) == 2
+
+
+def test_evaluate_json(run_dir):
+    result = _kvae("evaluate", run_dir, "--num-samples", 20, "--json")
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)
+    assert m["log_likelihood_num_samples"] == 20 and m["num_examples"] == 100
+    for key in ("elbo", "reconstruction", "kl", "log_likelihood", "active_units", "kl_per_dim"):
+        assert key in m
+
+
+def test_evaluate_table(run_dir):
+    result = _kvae("evaluate", run_dir, "-k", 5, "--max-examples", 30)
+    assert result.exit_code == 0, result.output
+    for text in (
+        "ELBO",
+        "reconstruction",
+        "log p(x) (IWAE K=5)",
+        "active units",
+        "30 test examples",
+    ):
+        assert text in result.stdout
+
+
+def test_pictures(run_dir, tmp_path):
+    # digits are 8x8: default scale 6, 1-pixel separators scaled too
+    out = tmp_path / "s.png"
+    assert _kvae("sample", run_dir, "-n", 16, "-o", out).exit_code == 0
+    assert _png_size(out) == (6 * (4 * 9 + 1), 6 * (4 * 9 + 1))
+    out = tmp_path / "r.png"
+    result = _kvae("reconstruct", run_dir, "-n", 8, "-o", out, "--scale", 2)
+    assert result.exit_code == 0, result.output
+    assert _png_size(out) == (2 * (2 * 9 + 1), 2 * (8 * 9 + 1))
+    out = tmp_path / "i.png"
+    assert (
+        _kvae("interpolate", run_dir, "--rows", 2, "--steps", 5, "-o", out, "--scale", 1).exit_code
+        == 0
+    )
+    assert _png_size(out) == (2 * 9 + 1, 7 * 9 + 1)
+    for kind in ("manifold", "latent"):
+        out = tmp_path / f"{kind}.png"
+        result = _kvae("plot", run_dir, "--kind", kind, "-o", out, "--grid", 5)
+        assert result.exit_code == 0, result.output
+        assert _png_size(out) == (800, 800)
+        assert f"Wrote {out}" in result.stdout
+    assert sorted(os.listdir(tmp_path)) == ["i.png", "latent.png", "manifold.png", "r.png", "s.png"]
+
+
+def test_encode(run_dir, tmp_path):
+    out = tmp_path / "codes.npz"
+    result = _kvae("encode", run_dir, "-o", out)
+    assert result.exit_code == 0, result.output
+    with np.load(out) as codes:
+        assert codes["mean"].shape == codes["scale"].shape == (100, 2)
+        assert codes["label"].shape == (100,) and np.all(codes["scale"] > 0)
+
+
+# ----- config files and overrides -------------------------------------------------------------
+def test_config_file_with_command_line_override(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "dataset: digits\nlatent_dim: 3\nepochs: 5\nimage_every: 0\nprojector: false\n"
+    )
+    run = tmp_path / "run"
+    args = [
+        "--max-train-examples",
+        128,
+        "--max-test-examples",
+        50,
+        "--no-jit",
+        "--progress",
+        "none",
+    ]
+    result = _kvae("train", "--config", config, "--epochs", 1, *args, "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["latent_dim"] == 3 and saved["epochs"] == 1 and saved["image_every"] == 0
+    # manifold of a 3-D latent space: refused without --method, drawn with --method pca
+    result = _kvae("plot", run, "--kind", "manifold", "-o", tmp_path / "m.png")
+    assert (
+        result.exit_code == 1
+        and "latent_dim=2" in result.output
+        and "--method pca" in result.output
+    )
+    _no_traceback(result)
+    assert not (tmp_path / "m.png").exists()
+    result = _kvae(
+        "plot", run, "--kind", "manifold", "--method", "pca", "-o", tmp_path / "m.png", "--grid", 4
+    )
+    assert result.exit_code == 0, result.output
+    assert _png_size(tmp_path / "m.png") == (800, 800)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("latnt_dim: 2\n", ["Unknown config key 'latnt_dim'", "Did you mean 'latent_dim'"]),
+        ("latent_dim: two\n", ["`latent_dim`", "an integer >= 1", "Received: latent_dim='two'"]),
+        ("binarize: always\n", ["`binarize`", "'static', 'dynamic'"]),
+    ],
+)
+def test_bad_config_files(tmp_path, text, expected):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    result = _kvae("train", "--config", config, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 1
+    for part in expected:
+        assert part in result.output
+    _no_traceback(result)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_component_is_named_before_data_is_loaded(tmp_path):
+    result = _kvae("train", "--encoder", "resnett", "--run-dir", tmp_path / "run")
+    assert result.exit_code == 1 and "'resnett'" in result.output and "mlp" in result.output
+    _no_traceback(result)
+
+
+def test_existing_run_dir_is_refused(run_dir):
+    result = _kvae("train", *TINY, "--run-dir", run_dir)
+    assert result.exit_code == 1 and "already holds files" in result.output
+    _no_traceback(result)
+
+
+# ----- bad input on run directories -------------------------------------------------------------
+def test_missing_and_foreign_run_dirs(tmp_path):
+    result = _kvae("evaluate", tmp_path / "nope")
+    assert result.exit_code == 1 and "does not exist" in result.output
+    _no_traceback(result)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.keras").write_bytes(b"not a model")
+    for command in ("evaluate", "sample", "encode"):
+        result = (
+            _kvae(command, foreign, "-o", tmp_path / "x.png")
+            if command == "sample"
+            else _kvae(command, foreign)
+        )
+        assert result.exit_code == 1 and "not a kvae run" in result.output, result.output
+        _no_traceback(result)
+
+
+def test_unfinished_run_dir(run_dir, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(run_dir, partial)
+    os.remove(partial / "model.keras")
+    result = _kvae("sample", partial, "-o", tmp_path / "s.png")
+    assert (
+        result.exit_code == 1 and "did not finish" in result.output and "--resume" in result.output
+    )
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_sample_count_below_one(run_dir, tmp_path):
+    result = _kvae("sample", run_dir, "-n", 0, "-o", tmp_path / "s.png")
+    assert result.exit_code == 2 and "0 is not in the range x>=1" in result.output
+    result = _kvae("evaluate", run_dir, "--num-samples", 0)
+    assert result.exit_code == 2
+    assert os.listdir(tmp_path) == []
+
+
+def test_unwritable_output_paths(run_dir, tmp_path):
+    cases = [
+        (tmp_path / "missing" / "s.png", 1, "does not exist"),
+        (tmp_path / "s.jpg", 1, "end in .png"),
+        (tmp_path, 2, "is a directory"),  # click's own check of -o
+    ]
+    for path, code, message in cases:
+        result = _kvae("sample", run_dir, "-o", path)
+        assert result.exit_code == code and message in result.output, result.output
+        _no_traceback(result)
+    result = _kvae("encode", run_dir, "-o", tmp_path / "codes.txt")
+    assert result.exit_code == 1 and "end in .npz" in result.output
+    assert os.listdir(tmp_path) == []
+
+
+def test_plot_needs_a_kind(run_dir):
+    result = _kvae("plot", run_dir)
+    assert result.exit_code == 2 and "--kind" in result.output
+
+
+# ----- end to end, in subprocesses, as a user runs it ------------------------------------------
+@pytest.mark.slow  # four processes that each import TensorFlow: 15-45 s on 2 cores
+def test_end_to_end_subprocess(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "kvae")
+    kvae = [exe] if os.path.exists(exe) else [sys.executable, "-m", "kvae"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def run(*args):
+        out = subprocess.run(
+            [*kvae, *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    stdout = run("train", *TINY, "--epochs", 1, "--run-dir", "run")
+    assert "Run directory: run" in stdout and "tensorboard --logdir run" in stdout
+    metrics = json.loads(run("evaluate", "run", "--num-samples", 10, "--json"))
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # `kvae evaluate` reloads the model with its sampling state: the same draws, same ELBO
+    np.testing.assert_allclose(metrics["elbo"], saved["elbo"], rtol=1e-5)
+    run("sample", "run", "-n", 9, "-o", "samples.png")
+    assert _png_size(tmp_path / "samples.png") == (6 * (3 * 9 + 1), 6 * (3 * 9 + 1))
+    run("plot", "run", "--kind", "latent", "-o", "latent.png")
+    assert _png_size(tmp_path / "latent.png") == (800, 800)
+
+
+# ----- the Python API behind `kvae train` ------------------------------------------------------
+def test_train_from_python_with_arrays(tmp_path):
+    from kvae.config import TrainConfig
+    from kvae.train import load_data, load_run, train
+
+    rng = np.random.default_rng(0)
+    x, xt = rng.random((120, 4, 4, 1), np.float32), rng.random((30, 4, 4, 1), np.float32)
+    arrays = ((x, None), (xt, None))
+    config = TrainConfig(
+        dataset="synthetic",
+        encoder_kwargs={"hidden": [8]},
+        decoder_kwargs={"hidden": [8]},
+        epochs=2,
+        batch_size=32,
+        jit=False,
+        binarize="dynamic",
+        validation=0.25,
+        kl_warmup_epochs=1,
+        image_every=0,
+        projector=False,
+        eval_num_samples=5,
+    )
+    data = load_data(config, arrays)
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (90, 30, 30)
+    assert set(np.unique(data.x_test)) <= {0.0, 1.0}  # binarised once, with the seed
+    np.testing.assert_array_equal(data.x_test, load_data(config, arrays).x_test)
+
+    result = train(config, tmp_path / "run", verbose=0, data=arrays)
+    assert result.run_dir == str(tmp_path / "run") and result.config == config
+    assert len(result.history["val_elbo"]) == 2
+    assert result.metrics["log_likelihood_num_samples"] == 5
+    assert float(result.model.beta.numpy()) == 1.0  # warm-up over, target restored
+    assert "Open TensorBoard:  tensorboard --logdir" in result.summary()
+    saved, model = load_run(result.run_dir)
+    assert saved == config and model.latent_dim == 2
+
+
+def test_validation_fraction_must_leave_examples():
+    from kvae.config import TrainConfig
+    from kvae.errors import ConfigError
+    from kvae.train import load_data
+
+    x = np.zeros((3, 2, 2, 1), np.float32)
+    with pytest.raises(ConfigError, match="hold out between 1 and 2"):
+        load_data(TrainConfig(validation=0.1), ((x, None), (x, None)))
+
+
+def test_resume_needs_an_existing_run(tmp_path):
+    result = _kvae("train", "--resume", tmp_path / "nope")
+    assert result.exit_code == 1 and "does not exist" in result.output
+    _no_traceback(result)
+    result = _kvae("train", "--resume", tmp_path, "--config", tmp_path / "c.yaml")
+    assert result.exit_code == 2
+
+
+def test_failed_start_leaves_no_run_dir(tmp_path):
+    run = tmp_path / "run"
+    result = _kvae("train", "--dataset", "no-such-data", "--run-dir", run)
+    assert result.exit_code == 1 and "no-such-data" in result.output and "digits" in result.output
+    result = _kvae(
+        "train", "--dataset", "digits", "--encoder-kwargs", '{"hidden": [0]}', "--run-dir", run
+    )
+    assert result.exit_code == 1 and "hidden" in result.output, result.output
+    _no_traceback(result)
+    assert not run.exists()
