@@ -2,6 +2,7 @@
 likelihood head, with a prior, trained by Keras' own ``fit`` on the negative ELBO (or the
 importance-weighted bound)."""
 
+import gc
 import math
 
 import keras
@@ -355,7 +356,13 @@ class VAE(keras.Model):
                 self._set_steps_per_execution(per_call)
                 kwargs["steps_per_epoch"] = steps
                 dataset = dataset.repeat()
-            return super().fit(dataset, None, epochs=epochs, **kwargs)
+            try:
+                return super().fit(dataset, None, epochs=epochs, **kwargs)
+            finally:
+                # Keras' iterators sit in reference cycles: free this fit's copy of the data
+                # now, not whenever the collector next runs (repeated fits would pile up).
+                del dataset
+                gc.collect()
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, **kwargs)
 
     def _set_steps_per_execution(self, value):
@@ -526,6 +533,19 @@ def _divisor_near(steps, wanted):
     return min(near, key=lambda d: abs(math.log(d / wanted))) if near else None
 
 
+def _host_copy(x):
+    """One float32 copy of ``x`` on the host for the input pipeline.
+
+    A variable, because a tensor captured by a tf.data function is copied again into each
+    iterator (measured on MNIST: ~190 MB more peak memory). Under a strategy scope a variable
+    would be mirrored, so there a tensor is used.
+    """
+    with tf.init_scope(), tf.device("/CPU:0"):
+        if tf.distribute.has_strategy():
+            return tf.convert_to_tensor(x, tf.float32)
+        return tf.Variable(np.asarray(x, np.float32), trainable=False, name="kvae_fit_data")
+
+
 def _epoch_dataset(x, batch_size, *, shuffle=True, sample_weight=None):
     """Batches (x, x, weight) of a fixed shape: each pass is a fresh permutation of all
     examples, the last batch padded with weight-0 repeats."""
@@ -533,7 +553,7 @@ def _epoch_dataset(x, batch_size, *, shuffle=True, sample_weight=None):
     batch_size = min(int(batch_size), n)
     steps = -(-n // batch_size)
     pad = steps * batch_size - n
-    data = tf.convert_to_tensor(x, tf.float32)
+    data = _host_copy(x)
     weight = np.ones(n, np.float32) if sample_weight is None else sample_weight.astype(np.float32)
     weight = tf.constant(weight)
     seed = int(np.random.randint(0, 2**31 - 1))

@@ -126,7 +126,9 @@ def _download():
 
 def _to_float(x_train, y_train, x_test, y_test):
     def images(x):
-        return x.reshape(len(x), SIDE, SIDE, 1).astype(np.float32) / np.float32(256)
+        out = x.reshape(len(x), SIDE, SIDE, 1).astype(np.float32)
+        out /= np.float32(256)  # in place: no second float copy of the data set at the peak
+        return out
 
     return (images(x_train), y_train.astype(np.int64)), (images(x_test), y_test.astype(np.int64))
 
