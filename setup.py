@@ -6,7 +6,9 @@ import re
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "kvae" / "_version.py").read_text()).group(1)
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "kvae" / "_version.py").read_text()).group(
+    1
+)
 
 # kvae registers its own components exactly as a third-party package would: through these
 # entry points. kvae.registry lists them without importing anything.

@@ -76,7 +76,7 @@ def _imported_by_cli():
     if os.path.basename(sys.argv[0] or "") in ("kvae", "kvae.exe"):
         return True
     argv = list(getattr(sys, "orig_argv", ()))
-    return any(a == "-m" and b == "kvae" for a, b in zip(argv, argv[1:]))
+    return any(a == "-m" and b == "kvae" for a, b in zip(argv, argv[1:], strict=False))
 
 
 if not _imported_by_cli():

@@ -126,9 +126,7 @@ class Entry:
 # -- state --------------------------------------------------------------------------------
 
 _lock = threading.RLock()
-_discovered: dict[str, tuple[Entry, ...]] | None = (
-    None  # group -> entry points, all packages
-)
+_discovered: dict[str, tuple[Entry, ...]] | None = None  # group -> entry points, all packages
 _loaded: dict[Entry, object] = {}
 _failed: dict[Entry, tuple[str, BaseException | None]] = {}
 _local: dict[str, dict[str, Entry]] = {group: {} for group in GROUPS}
@@ -178,9 +176,7 @@ def set_strict(flag: bool | None) -> bool | None:
     """
     global _strict
     if flag is not None and not isinstance(flag, bool):
-        raise ConfigError(
-            f"Expected `flag` to be True, False or None. Received: flag={flag!r}"
-        )
+        raise ConfigError(f"Expected `flag` to be True, False or None. Received: flag={flag!r}")
     previous, _strict = _strict, flag
     return previous
 
@@ -204,11 +200,7 @@ def _check_group(group) -> str:
 
 
 def _valid_name(name) -> bool:
-    return (
-        isinstance(name, str)
-        and len(name) <= MAX_NAME_LENGTH
-        and bool(_NAME_RE.match(name))
-    )
+    return isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and bool(_NAME_RE.match(name))
 
 
 def _parse_name(group: str, name) -> tuple[str | None, str]:
@@ -226,9 +218,7 @@ def _parse_name(group: str, name) -> tuple[str | None, str]:
             f" To register an object, write @register({group!r}, 'its-name') or "
             f"register({group!r})(obj)."
         )
-    raise ConfigError(
-        f"Invalid {group} name. Expected {_NAME_RULE}.{hint} Received: name={name!r}"
-    )
+    raise ConfigError(f"Invalid {group} name. Expected {_NAME_RULE}.{hint} Received: name={name!r}")
 
 
 def _kebab(text: str) -> str:
@@ -295,9 +285,7 @@ def _plugin_entries(group: str) -> list[Entry]:
 
 def _usable(group: str) -> tuple[list[Entry], dict[str, Entry]]:
     """(entry points with a valid name, in-process registrations) of a group."""
-    return [e for e in _plugin_entries(group) if _valid_name(e.name)], dict(
-        _local[group]
-    )
+    return [e for e in _plugin_entries(group) if _valid_name(e.name)], dict(_local[group])
 
 
 def _listing(group: str) -> list[str]:
@@ -345,9 +333,7 @@ def entries(group: str | None = None) -> list[Entry]:
     for g in groups:
         with _lock:
             local = list(_local[g].values())
-        result.extend(
-            sorted(_plugin_entries(g) + local, key=lambda e: (e.name, e.dist or ""))
-        )
+        result.extend(sorted(_plugin_entries(g) + local, key=lambda e: (e.name, e.dist or "")))
     if is_strict():
         _strict_load(result)
     return result
@@ -365,9 +351,7 @@ def check(entry: Entry) -> tuple[bool, str | None]:
 # -- lookup -------------------------------------------------------------------------------
 
 
-def _unknown(
-    group: str, name: str, dist: str | None, bare: str
-) -> UnknownComponentError:
+def _unknown(group: str, name: str, dist: str | None, bare: str) -> UnknownComponentError:
     plugins, local = _usable(group)
     if dist is None:
         candidates = _listing(group)
@@ -377,9 +361,7 @@ def _unknown(
         wanted = name
     close = difflib.get_close_matches(wanted, candidates, n=1)
     if not close and dist is not None:  # "kvae-resnt:resnet": suggest by the name alone
-        close = difflib.get_close_matches(
-            bare, [e.name for e in plugins] + list(local), n=1
-        )
+        close = difflib.get_close_matches(bare, [e.name for e in plugins] + list(local), n=1)
     parts = [f"Unknown {group} name {name!r}."]
     if dist is not None:
         providers = sorted({e.dist for e in plugins if e.name == bare})
@@ -408,9 +390,7 @@ def _resolve(group: str, name) -> Entry:
         plugins, local = _usable(group)
     if dist is None and bare in local:
         return local[bare]
-    matches = [
-        e for e in plugins if e.name == bare and (dist is None or e.dist == dist)
-    ]
+    matches = [e for e in plugins if e.name == bare and (dist is None or e.dist == dist)]
     if not matches:
         raise _unknown(group, name, dist, bare)
     if len(matches) > 1:  # only possible unqualified: (name, dist) is unique
@@ -479,9 +459,7 @@ def _plugin_error(entry: Entry, reason: str) -> PluginError:
 def _import(entry: Entry) -> object:
     """Import and check the object of an entry point; raise _Failure if it cannot be used."""
     if not _valid_name(entry.name):
-        raise _Failure(
-            f"invalid name: expected {_NAME_RULE}; received name={entry.name!r}"
-        )
+        raise _Failure(f"invalid name: expected {_NAME_RULE}; received name={entry.name!r}")
     match = _VALUE_RE.match(entry.value)
     if match is None:
         raise _Failure(
@@ -491,20 +469,16 @@ def _import(entry: Entry) -> object:
     try:
         obj = importlib.import_module(match["module"])
     except Exception as exc:  # noqa: BLE001 - any import error is the plugin's, reported
-        raise _Failure(
-            f"importing module {match['module']!r} failed: {_brief(exc)}", exc
-        )
+        raise _Failure(f"importing module {match['module']!r} failed: {_brief(exc)}", exc) from exc
     for attr in match["attr"].split("."):
         try:
             obj = getattr(obj, attr)
         except AttributeError as exc:
-            raise _Failure(
-                f"{match['module']!r} has no attribute {match['attr']!r}", exc
-            )
+            raise _Failure(f"{match['module']!r} has no attribute {match['attr']!r}", exc) from exc
     try:
         validate(entry.group, entry.name, obj)
     except PluginError as exc:
-        raise _Failure(str(exc), None)
+        raise _Failure(str(exc), None) from exc
     return obj
 
 

@@ -110,7 +110,9 @@ def _vae_round_trip(what, data, **vae_kwargs):
     loss = history.history["loss"][-1]
     if not np.isfinite(loss):
         _fail(what, f"one training step under XLA gave a non-finite loss ({loss})")
-    changed = any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=False))
+    changed = any(
+        not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=False)
+    )
     if not changed:
         _fail(what, "one training step did not change any weight (no gradient flows)")
     with tempfile.TemporaryDirectory() as tmp:
