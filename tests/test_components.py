@@ -36,7 +36,8 @@ def test_likelihoods_flat_and_spatial_features(name):
 )
 def test_gaussian_scales(kwargs):
     layer = testing.check_likelihood("gaussian", data_shape=(3,), kwargs=kwargs)
-    assert len(layer.trainable_weights) == (1 if kwargs["scale"] == "fixed" else 2)
+    # Dense kernel and bias, plus the learned scale unless it is fixed.
+    assert len(layer.trainable_weights) == (2 if kwargs["scale"] == "fixed" else 3)
 
 
 @pytest.mark.parametrize("name", ["standard-normal", "mixture"])
