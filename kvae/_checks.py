@@ -14,8 +14,8 @@ def positive_int(name, value, *, what=""):
 
 def shape_tuple(name, value):
     try:
-        shape = tuple(int(d) for d in value)
-    except TypeError:
+        shape = None if isinstance(value, (str, bytes)) else tuple(int(d) for d in value)
+    except (TypeError, ValueError, OverflowError):
         shape = None
     if not shape or any(d < 1 for d in shape):
         raise ConfigError(

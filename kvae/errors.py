@@ -37,3 +37,8 @@ class ModelFileError(KvaeError, ValueError):
 
 class TrainingError(KvaeError, RuntimeError):
     """Training could not go on (for example a NaN loss)."""
+
+
+class TrainingInterrupted(TrainingError):
+    """Training was stopped by Ctrl-C after saving a checkpoint; the message says how to
+    resume. The command line exits with status 130 for it."""

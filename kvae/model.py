@@ -48,6 +48,10 @@ class VAE(keras.Model):
         kl: ``"auto"`` (analytic when TFP has it, else Monte Carlo), ``"analytic"`` or ``"mc"``.
         seed: seed of the latent sampling; with ``keras.utils.set_random_seed`` two runs
             are identical.
+        free_bits: nats per latent dimension the KL may use for free (Kingma et al. 2016),
+            applied to the whole code: while a batch's mean KL is below
+            ``free_bits * latent_dim`` the KL term gives no gradient (its value still counts
+            in the loss and metrics). 0 (default) = off. Not with ``objective="iwae"``.
 
     Metrics (nats per example): ``loss`` (what is minimised), ``elbo`` (the bound on
     log p(x)), ``reconstruction`` (-E_q log p(x|z)) and ``kl`` (KL(q(z|x) || p(z))).
@@ -72,6 +76,7 @@ class VAE(keras.Model):
         objective="elbo",
         kl="auto",
         seed=None,
+        free_bits=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -86,6 +91,23 @@ class VAE(keras.Model):
             beta = float("nan")
         if not (beta >= 0 and math.isfinite(beta)):
             raise ConfigError(f"Expected `beta` to be a number >= 0. Received: beta={beta!r}")
+        try:
+            free_bits = float(free_bits)
+        except (TypeError, ValueError):
+            free_bits = float("nan")
+        if not (free_bits >= 0 and math.isfinite(free_bits)):
+            raise ConfigError(
+                f"Expected `free_bits` to be a number of nats >= 0. Received: free_bits={free_bits!r}"
+            )
+        if free_bits and self.objective == "iwae":
+            raise ConfigError(
+                "Expected free_bits=0 with objective='iwae' (the importance-weighted bound has no "
+                f"separate KL term). Received: free_bits={free_bits!r}."
+            )
+        self.free_bits = free_bits
+        # on_nan="skip" (kvae.checkpointing sets it): a step whose loss or gradients are not
+        # finite applies no gradient and leaves the metrics alone; counted in skipped_steps.
+        self.skip_nonfinite = False
         self.seed = seed
         given = dict(
             encoder=encoder,
@@ -120,6 +142,9 @@ class VAE(keras.Model):
         self.trackers = {
             name: keras.metrics.Mean(name=name) for name in ("loss", "elbo", "reconstruction", "kl")
         }
+        self.skipped_steps = keras.metrics.Sum(name="skipped_steps")  # not reset per epoch
+        self._replica_jit = False
+        self._replica_fns = {}
         self._build_components()
 
     # ----- construction -----------------------------------------------------------------
@@ -267,15 +292,33 @@ class VAE(keras.Model):
     def _update_metrics(self, terms, weights=None):
         # Per-example values, so an epoch's metric is the mean over its examples (not the
         # mean of batch means) and padded rows (weight 0) do not count.
+        names = list(self.trackers)
+        if self.skip_nonfinite:
+            ok = tf.reduce_all(tf.stack([tf.math.is_finite(terms[k]) for k in names]), axis=0)
+            mask = tf.cast(ok, tf.float32)
+            weights = mask if weights is None else weights * mask
+            terms = {k: tf.where(ok, terms[k], tf.zeros_like(terms[k])) for k in names}
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name], sample_weight=weights)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if _multi_worker(self.distribute_strategy):
+            # Keras 3 reduces step outputs across workers with strategy.reduce(..., axis=0),
+            # which needs rank >= 1 (tensorflow/tensorflow#72388).
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
-    def train_step(self, data):
-        x, weights = _unpack(data)
+    def _gradients(self, x, weights, seed):
+        """Per-example terms and the gradients of this replica's share of the batch loss."""
         with tf.GradientTape() as tape:
-            terms = self.compute_terms(x, self._step_seed(), training=True)
-            loss = _mean(terms["loss"], weights)
+            terms = self.compute_terms(x, seed, training=True)
+            per_example = terms["loss"]
+            if self.free_bits:
+                kl = terms["kl"]
+                floor = tf.cast(self.free_bits * self.latent_dim, kl.dtype)
+                kl = tf.where(_mean(kl, weights) < floor, tf.stop_gradient(kl), kl)
+                beta = tf.cast(tf.convert_to_tensor(self.beta), kl.dtype)
+                per_example = terms["reconstruction"] + beta * kl
+            loss = _mean(per_example, weights)
             if self.losses:
                 loss = loss + tf.add_n(self.losses)
             # Keras sums gradients over replicas: scale so the update is the global mean.
@@ -283,12 +326,37 @@ class VAE(keras.Model):
             replicas = ctx.num_replicas_in_sync if ctx is not None else 1
             scaled = self.optimizer.scale_loss(loss / replicas)
         grads = tape.gradient(scaled, self.trainable_weights)
+        ok = tf.constant(True)
+        if self.skip_nonfinite:
+            ok = tf.reduce_all(
+                [tf.math.is_finite(loss)]
+                + [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
+            )
+            grads = [g if g is None else tf.where(ok, g, tf.zeros_like(g)) for g in grads]
+        return grads, terms, ok
+
+    def _replica_fn(self, name, fn):
+        """``fn``, XLA-compiled per replica when compile() moved XLA there (see compile)."""
+        if not self._replica_jit:
+            return fn
+        if name not in self._replica_fns:
+            self._replica_fns[name] = tf.function(fn, jit_compile=True, reduce_retracing=True)
+        return self._replica_fns[name]
+
+    def train_step(self, data):
+        x, weights = _unpack(data)
+        grads, terms, ok = self._replica_fn("train", self._gradients)(x, weights, self._step_seed())
         self.optimizer.apply(grads, self.trainable_weights)
+        if self.skip_nonfinite:
+            self.skipped_steps.update_state(1.0 - tf.cast(ok, tf.float32))
         return self._update_metrics(terms, weights)
+
+    def _eval_terms(self, x, seed):
+        return self.compute_terms(x, seed, training=False)
 
     def test_step(self, data):
         x, weights = _unpack(data)
-        terms = self.compute_terms(x, self._step_seed(), training=False)
+        terms = self._replica_fn("test", self._eval_terms)(x, self._step_seed())
         return self._update_metrics(terms, weights)
 
     @property
@@ -318,6 +386,21 @@ class VAE(keras.Model):
             steps_per_execution=steps_per_execution,
             **kwargs,
         )
+        self._replica_fns = {}
+        self._replica_jit = False
+        strategy = self.distribute_strategy
+        if _replicated(strategy) and not isinstance(strategy, tf.distribute.TPUStrategy):
+            # Keras would XLA-compile `strategy.run(step)` as one cluster, which cannot reach
+            # the variables on the other replicas' devices (Keras' "auto" turns XLA off here
+            # for that reason). kvae compiles each replica's forward and backward pass
+            # instead; the gradient all-reduce and the optimizer update run outside XLA.
+            # And Keras runs each step of a multi-step call inside a tf.cond, where
+            # tf.distribute cannot merge_call (the optimizer's update; see Keras'
+            # LossScaleOptimizer._tf_apply): one step per call. The saved compile config
+            # keeps the values asked for.
+            self._replica_jit = bool(self.jit_compile)
+            self.jit_compile = False
+            self.steps_per_execution = 1
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
@@ -400,8 +483,11 @@ class VAE(keras.Model):
             return  # Keras handles the other input types (generators, PyDataset) itself.
         arr = np.asarray(x)
         self._check_shape(arr.shape, name)
-        if not np.issubdtype(arr.dtype, np.number):
-            raise DataError(f"Expected numeric {name}. Received: dtype={arr.dtype}.")
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise DataError(
+                f"Expected real numbers (an integer or floating dtype) in {name}. "
+                f"Received: dtype={arr.dtype}."
+            )
         self._check_values(arr, name)
 
     def _check_shape(self, shape, name):
@@ -428,7 +514,9 @@ class VAE(keras.Model):
     def _as_tensor(self, x):
         if isinstance(x, np.ndarray):
             x = x.astype(np.float32, copy=False)
-        return tf.convert_to_tensor(x, tf.float32)
+        x = tf.convert_to_tensor(x)
+        # Keras hands integer arrays (uint8 pixels) over as integer tensors.
+        return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
 
     # ----- estimates --------------------------------------------------------------------
     def log_likelihood(self, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None):
@@ -490,6 +578,7 @@ class VAE(keras.Model):
             objective=self.objective,
             kl=self.kl_method,
             seed=self.seed,
+            free_bits=self.free_bits,
             providers={slot: self._specs[slot]["provider"] for slot, _, _ in SLOTS},
         )
         return config
@@ -594,8 +683,21 @@ def _unpack(data):
 
 def _mean(values, weights):
     if weights is None:
-        return tf.reduce_mean(values)
+        # 0 for an empty batch (a replica's share of a short last batch), not NaN.
+        count = tf.cast(tf.size(values), values.dtype)
+        return tf.math.divide_no_nan(tf.reduce_sum(values), count)
     return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1e-12)
+
+
+def _multi_worker(strategy):
+    """True under MultiWorkerMirroredStrategy with more than one worker."""
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return callable(in_multi_worker_mode) and bool(in_multi_worker_mode())
+
+
+def _replicated(strategy):
+    """True under a strategy with several replicas (devices or workers)."""
+    return strategy.num_replicas_in_sync > 1 or _multi_worker(strategy)
 
 
 def _make_component(slot, group, spec, kwargs, build_args):

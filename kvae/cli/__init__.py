@@ -16,7 +16,7 @@ import os
 import click
 
 from kvae._version import __version__
-from kvae.errors import KvaeError
+from kvae.errors import KvaeError, TrainingInterrupted
 
 __all__ = ["main"]
 
@@ -70,6 +70,9 @@ class _LazyGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except TrainingInterrupted as err:  # Ctrl-C, after saving: the shell's code for SIGINT
+            click.echo(str(err), err=True)
+            ctx.exit(130)
         except KvaeError as err:
             raise click.ClickException(str(err)) from None
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
