@@ -461,9 +461,13 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
     # The sampling state a freshly built (or loaded) model starts from: the test metrics are
     # computed from it, so evaluating the saved model reproduces them exactly.
     initial_seed_state = keras.ops.convert_to_numpy(model.seed_generator.state)
-    train_ds = make_dataset(
-        arrays.x_train, config.batch_size, binarize=config.binarize, seed=config.seed
-    )
+    if config.binarize is None and config.strategy == "default":
+        # VAE.fit feeds arrays itself (one iterator for the run, fixed-shape batches).
+        train_data = arrays.x_train
+    else:
+        train_data = make_dataset(
+            arrays.x_train, config.batch_size, binarize=config.binarize, seed=config.seed
+        )
     val_ds = None
     if arrays.x_val is not None:
         val_ds = make_dataset(arrays.x_val, config.batch_size, shuffle=False)
@@ -487,12 +491,13 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
 
     start = time.perf_counter()
     history = model.fit(
-        train_ds,
+        train_data,
+        batch_size=config.batch_size if train_data is arrays.x_train else None,
         epochs=config.epochs,
         validation_data=val_ds,
         callbacks=all_callbacks,
         verbose=verbose,
-        shuffle=False,  # make_dataset shuffles every epoch itself
+        shuffle=train_data is arrays.x_train,  # make_dataset shuffles every epoch itself
     )
     train_seconds = time.perf_counter() - start
     if getattr(model, "stop_training", False) and _nan_history(history.history):
