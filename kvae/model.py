@@ -540,11 +540,12 @@ class VAE(keras.Model):
         out = []
         for start in range(0, len(x), batch_size):
             xb = tf.constant(x[start : start + batch_size])
+            batch_seed = tf.random.experimental.stateless_fold_in(base, start)
             chunks = []
             done = 0
             while done < num_samples:
                 s = min(chunk_size, num_samples - done)
-                seed_i = tf.random.experimental.stateless_fold_in(base, start * num_samples + done)
+                seed_i = tf.random.experimental.stateless_fold_in(batch_seed, done)
                 chunks.append(fn(xb, seed_i, s))
                 done += s
             out.append(objectives.iwae_from_chunks(chunks).numpy())
