@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 
-from kvae.errors import KvaeError
+from kvae.errors import KvaeError, ModelFileError
 
 
 def check_writable(path, *, suffixes=None, what="output"):
@@ -70,3 +70,24 @@ def write_text(path, text):
 
 def write_json(path, data):
     write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def read_format_json(path, fmt, what):
+    """The dict in a JSON file that kvae wrote with ``{"format": fmt, ...}``.
+
+    A missing file raises FileNotFoundError (callers decide what absence means); an
+    unreadable file or another format raises ModelFileError naming ``what``.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:
+        raise ModelFileError(f"The {what} {path!r} is unreadable: {err}.") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise ModelFileError(
+            f"Expected {path!r} to be a kvae {what} (format {fmt!r}). Received: format={found!r}."
+        )
+    return data

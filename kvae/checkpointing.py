@@ -62,6 +62,7 @@ import warnings
 import keras
 import numpy as np
 
+from kvae import _files
 from kvae.errors import ConfigError, ModelFileError, TrainingError
 
 __all__ = [
@@ -247,18 +248,9 @@ def _write_json(path, data, *, previous=None):
 
 def _read_json(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        return _files.read_format_json(path, _FORMAT, "checkpoint state")
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as err:
-        raise ModelFileError(f"The checkpoint state {path!r} is unreadable: {err}.") from None
-    if not isinstance(data, dict) or data.get("format") != _FORMAT:
-        raise ModelFileError(
-            f"Expected {path!r} to be a kvae checkpoint state (format {_FORMAT!r}). "
-            f"Received: {str(data)[:80]!r}."
-        )
-    return data
 
 
 def _seed_state(model):

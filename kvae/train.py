@@ -342,20 +342,12 @@ def _check_run_dir(run_dir):
         )
     marker = os.path.join(run_dir, RUN_FILE)
     try:
-        info = _read_json(marker)
+        return _files.read_format_json(marker, RUN_FORMAT, "run file")
     except FileNotFoundError:
         raise ModelFileError(
             f"Expected a kvae run directory, with a {RUN_FILE} written by `kvae train`. "
             f"Received: {run_dir!r}, which has none: it is not a kvae run."
         ) from None
-    except (OSError, ValueError) as err:
-        raise ModelFileError(f"The run file {marker!r} is unreadable: {err}.") from None
-    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
-        raise ModelFileError(
-            f"Expected {marker!r} to be a kvae run file (format {RUN_FORMAT!r}). Received: "
-            f"format={info.get('format') if isinstance(info, dict) else None!r}."
-        )
-    return info
 
 
 def load_config(run_dir):
