@@ -409,45 +409,65 @@ class VAE(keras.Model):
         if self.built and self.optimizer is not None:
             self.optimizer.build(self.trainable_variables)
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, **kwargs):
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, *, binarize=None, **kwargs):
         """``keras.Model.fit``, after checking ``x`` (shape, finite values, the likelihood's
         range) so bad data fails before any step runs. ``y`` is not needed: a VAE
         reconstructs its input.
 
-        For in-memory arrays kvae feeds the steps itself, which is faster than Keras' generic
+        For in-memory arrays kvae feeds the steps itself through
+        :func:`kvae.datasets.make_dataset` (``pad=True``), which is faster than Keras' generic
         array path: one shuffled permutation per epoch, gathered batch by batch; the last
         batch topped up with weight-0 rows, so every step has one shape (one XLA compilation)
         and each epoch still weighs every example exactly once; and one iterator for the whole
         run (a fresh iterator per epoch pauses Keras 3 for about a second at each epoch
         start). For that, ``steps_per_execution`` may be moved to a nearby divisor of the
-        steps per epoch, so that no compiled call runs across an epoch boundary.
+        steps per epoch (:func:`steps_per_call`), so that no compiled call runs across an
+        epoch boundary. ``binarize`` (None, ``"static"`` or ``"dynamic"``, array data only)
+        binarises the examples as ``make_dataset`` does.
         """
         self.check_data(x)
         if _is_array(x) and _fast_path_ok(x, y, kwargs):
-            n = int(x.shape[0])
-            batch_size = min(int(batch_size or 32), n)
-            steps = -(-n // batch_size)
-            per_call = _divisor_near(steps, int(self.steps_per_execution or 1))
-            dataset = _epoch_dataset(
-                x,
-                batch_size,
-                shuffle=kwargs.pop("shuffle", True),
-                sample_weight=kwargs.pop("sample_weight", None),
-                in_graph=_replicated(self.distribute_strategy),
+            return self._fit_arrays(x, batch_size, epochs, binarize, kwargs)
+        if binarize is not None:
+            raise ConfigError(
+                "Expected `binarize` only with array data (a tf.data pipeline binarises "
+                f"itself: kvae.datasets.make_dataset). Received: binarize={binarize!r}."
             )
-            kwargs["shuffle"] = False  # the dataset shuffles itself
-            if per_call is not None:
-                self._set_steps_per_execution(per_call)
-                kwargs["steps_per_epoch"] = steps
-                dataset = dataset.repeat()
-            try:
-                return super().fit(dataset, None, epochs=epochs, **kwargs)
-            finally:
-                # Keras' iterators sit in reference cycles: free this fit's copy of the data
-                # now, not whenever the collector next runs (repeated fits would pile up).
-                del dataset
-                gc.collect()
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, **kwargs)
+
+    def _fit_arrays(self, x, batch_size, epochs, binarize, kwargs):
+        from kvae.datasets.pipeline import make_dataset
+
+        n = int(x.shape[0])
+        batch_size = min(int(batch_size or 32), n)
+        replicated = _replicated(self.distribute_strategy)
+        if replicated:
+            from kvae.distribute import per_replica_batch_size
+
+            per_replica_batch_size(self.distribute_strategy, batch_size)
+        steps = -(-n // batch_size)
+        per_call = steps_per_call(steps, int(self.steps_per_execution or 1))
+        dataset = make_dataset(
+            np.asarray(x, np.float32),  # as given: no uint8 rescaling here, unlike loaders
+            batch_size,
+            shuffle=kwargs.pop("shuffle", True),
+            binarize=binarize,
+            sample_weight=kwargs.pop("sample_weight", None),
+            pad=True,
+            repeat=per_call is not None,
+            in_graph=replicated,
+        )
+        kwargs["shuffle"] = False  # the dataset shuffles itself
+        if per_call is not None:
+            self._set_steps_per_execution(per_call)
+            kwargs["steps_per_epoch"] = steps
+        try:
+            return super().fit(dataset, None, epochs=epochs, **kwargs)
+        finally:
+            # Keras' iterators sit in reference cycles: free this fit's copy of the data
+            # now, not whenever the collector next runs (repeated fits would pile up).
+            del dataset
+            gc.collect()
 
     def _set_steps_per_execution(self, value):
         if value != self.steps_per_execution:
@@ -614,73 +634,16 @@ def _fast_path_ok(x, y, kwargs):
     return weights is None or (isinstance(weights, np.ndarray) and weights.shape == x.shape[:1])
 
 
-def _divisor_near(steps, wanted):
-    """The divisor of ``steps`` nearest to ``wanted`` (by ratio) within [wanted/2, 4*wanted];
-    ``steps`` itself when an epoch is short; None when no divisor is near."""
+def steps_per_call(steps, wanted):
+    """Steps per compiled call for an epoch of ``steps`` steps when ``wanted`` are asked for:
+    the divisor of ``steps`` nearest to ``wanted`` (by ratio) within [wanted/2, 4*wanted], so
+    that no call runs across an epoch boundary; ``steps`` itself when an epoch is short; None
+    when no divisor is near (then each epoch is a fresh pass of whole calls)."""
     if steps <= 8 * wanted:
         candidates = [d for d in range(1, steps + 1) if steps % d == 0 and d >= wanted / 2]
         return min(candidates, key=lambda d: abs(math.log(d / wanted))) if candidates else steps
     near = [d for d in range(max(1, wanted // 2), 4 * wanted + 1) if steps % d == 0]
     return min(near, key=lambda d: abs(math.log(d / wanted))) if near else None
-
-
-def _row_gatherer(x, in_graph=False):
-    """rows -> x[rows] as a float32 tensor, for the input pipeline.
-
-    By default the rows are gathered from the caller's numpy array itself (one small copy per
-    batch, on tf.data's thread): TensorFlow holds no second copy of the data set (measured on
-    MNIST: ~190 MB less peak memory than a host tensor, no slower). With ``in_graph`` (under
-    a distribution strategy, whose input pipelines may be rewritten or placed elsewhere) the
-    data is held once in a host variable and gathered in the graph; a variable, not a tensor,
-    because a tensor captured by a tf.data function is copied again into each iterator.
-    """
-    if not in_graph:
-        values = np.ascontiguousarray(x, dtype=np.float32)
-
-        def take(rows):
-            return values[rows]
-
-        return lambda rows: tf.numpy_function(take, [rows], tf.float32, stateful=False)
-    with tf.init_scope(), tf.device("/CPU:0"):
-        data = tf.Variable(np.asarray(x, np.float32), trainable=False, name="kvae_fit_data")
-    return lambda rows: tf.gather(data, rows)
-
-
-def _epoch_dataset(x, batch_size, *, shuffle=True, sample_weight=None, in_graph=False):
-    """Batches (x, x, weight) of a fixed shape: each pass is a fresh permutation of all
-    examples, the last batch padded with weight-0 repeats."""
-    n = int(x.shape[0])
-    batch_size = min(int(batch_size), n)
-    steps = -(-n // batch_size)
-    pad = steps * batch_size - n
-    gather = _row_gatherer(x, in_graph=in_graph)
-    weight = np.ones(n, np.float32) if sample_weight is None else sample_weight.astype(np.float32)
-    weight = tf.constant(weight)
-    seed = int(np.random.randint(0, 2**31 - 1))
-
-    def one_pass(pass_seed):
-        order = tf.range(n, dtype=tf.int64)
-        if shuffle:
-            seed2 = tf.stack([tf.constant(seed, tf.int64), pass_seed])
-            order = tf.random.experimental.stateless_shuffle(order, seed=seed2)
-        weights = tf.concat([tf.gather(weight, order), tf.zeros([pad], tf.float32)], axis=0)
-        order = tf.concat([order, order[:pad]], axis=0)
-
-        def batch(b):
-            # Every batch is full (padded): say so, so XLA sees static shapes.
-            xb = tf.ensure_shape(
-                gather(order[b * batch_size : (b + 1) * batch_size]),
-                (batch_size, *x.shape[1:]),
-            )
-            wb = tf.ensure_shape(weights[b * batch_size : (b + 1) * batch_size], (batch_size,))
-            return xb, xb, wb
-
-        return tf.data.Dataset.range(steps).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
-
-    passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    dataset = passes.flat_map(one_pass)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def _unpack(data):

@@ -127,11 +127,6 @@ class Data:
 
 
 # ----- data ---------------------------------------------------------------------------------------
-def _binarize_static(x, seed):
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB1]))
-    return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
-
-
 def _limit(x, y, n):
     if n is None:
         return x, y
@@ -143,6 +138,7 @@ def load_data(config, data=None):
     ``((x_train, y_train), (x_test, y_test))`` pair), limited, split and binarised as the
     config says."""
     from kvae import datasets
+    from kvae.datasets.pipeline import binarize_static, check_unit_interval
 
     if data is None:
         data = datasets.load(config.dataset, **config.dataset_kwargs)
@@ -158,13 +154,8 @@ def load_data(config, data=None):
     x_train, y_train = _limit(x_train, y_train, config.max_train_examples)
     x_test, y_test = _limit(x_test, y_test, config.max_test_examples)
     if config.binarize is not None:
-        for name, x in (("x_train", x_train), ("x_test", x_test)):
-            if x.size and (x.min() < 0 or x.max() > 1):
-                raise DataError(
-                    f"Expected {name} in [0, 1] to binarize it. Received: values from "
-                    f"{x.min():g} to {x.max():g}. Set binarize to null/None or rescale the data."
-                )
-        x_test = _binarize_static(x_test, config.seed + 1)
+        check_unit_interval(x_train, "x_train")  # before any work, not when fit starts
+        x_test = binarize_static(x_test, config.seed + 1, "x_test")
     x_val, y_val = None, None
     if config.validation == "test":
         x_val, y_val = x_test, y_test
@@ -179,7 +170,7 @@ def load_data(config, data=None):
         x_val, y_val = x_train[-n_val:], (None if y_train is None else y_train[-n_val:])
         x_train, y_train = x_train[:-n_val], (None if y_train is None else y_train[:-n_val])
         if config.binarize is not None:
-            x_val = _binarize_static(x_val, config.seed + 2)
+            x_val = binarize_static(x_val, config.seed + 2, "x_val")
     return Data(x_train, y_train, x_val, y_val, x_test, y_test)
 
 
@@ -444,6 +435,12 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
     keras.utils.set_random_seed(config.seed)
     arrays = load_data(config, data)
     strategy = _strategy(config)
+    if strategy.num_replicas_in_sync > 1:
+        from kvae.distribute import per_replica_batch_size
+
+        # A global batch that does not split evenly over the replicas is refused now, before
+        # the run directory is made (docs/scaling.md).
+        per_replica_batch_size(strategy, min(config.batch_size, len(arrays.x_train)))
     with strategy.scope():
         steps = math.ceil(len(arrays.x_train) / config.batch_size)
         model = build_model(config, arrays.input_shape, steps_per_epoch=steps)
@@ -453,13 +450,6 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
     # The sampling state a freshly built (or loaded) model starts from: the test metrics are
     # computed from it, so evaluating the saved model reproduces them exactly.
     initial_seed_state = keras.ops.convert_to_numpy(model.seed_generator.state)
-    if config.binarize is None and config.strategy == "default":
-        # VAE.fit feeds arrays itself (one iterator for the run, fixed-shape batches).
-        train_data = arrays.x_train
-    else:
-        train_data = make_dataset(
-            arrays.x_train, config.batch_size, binarize=config.binarize, seed=config.seed
-        )
     val_ds = None
     if arrays.x_val is not None:
         val_ds = make_dataset(arrays.x_val, config.batch_size, shuffle=False)
@@ -482,14 +472,16 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
     all_callbacks += list(callbacks)
 
     start = time.perf_counter()
+    # VAE.fit feeds the arrays through kvae.datasets.make_dataset (one iterator for the run,
+    # fixed-shape batches), under a strategy too.
     history = model.fit(
-        train_data,
-        batch_size=config.batch_size if train_data is arrays.x_train else None,
+        arrays.x_train,
+        batch_size=config.batch_size,
         epochs=config.epochs,
         validation_data=val_ds,
         callbacks=all_callbacks,
         verbose=verbose,
-        shuffle=train_data is arrays.x_train,  # make_dataset shuffles every epoch itself
+        binarize=config.binarize,
     )
     train_seconds = time.perf_counter() - start
     if getattr(model, "stop_training", False) and _nan_history(history.history):

@@ -385,6 +385,43 @@ def test_make_dataset_batches_shuffle_and_cardinality():
     assert _epoch(kd.make_dataset(u8, 3)).dtype == np.float32
 
 
+def test_make_dataset_pad_weights_every_example_once_per_pass():
+    """pad=True (VAE.fit's array path): every batch full, the padding rows are copies of
+    examples with weight 0, and the weight-1 rows of a pass are each example exactly once."""
+    x = np.arange(100, dtype=np.float32).reshape(100, 1)
+    w = np.linspace(0.5, 2.0, 100).astype(np.float32)
+    for weights in (None, w):
+        ds = kd.make_dataset(x, 32, seed=0, pad=True, sample_weight=weights, repeat=True)
+        batches = [tuple(t.numpy() for t in b) for b in ds.take(8)]  # two passes of 4
+        assert [b[0].shape for b in batches] == [(32, 1)] * 8
+        for one_pass in (batches[:4], batches[4:]):
+            xs = np.concatenate([b[0] for b in one_pass])[:, 0]
+            ys = np.concatenate([b[1] for b in one_pass])[:, 0]
+            ws = np.concatenate([b[2] for b in one_pass])
+            np.testing.assert_array_equal(xs, ys)  # the target is the input
+            counted = ws > 0
+            np.testing.assert_array_equal(np.sort(xs[counted]), x[:, 0])
+            assert np.count_nonzero(~counted) == 28 and set(xs[~counted]) <= set(x[:, 0])
+            want = np.ones(100) if weights is None else w
+            np.testing.assert_allclose(ws[counted], want[xs[counted].astype(int)])
+        assert not np.array_equal(batches[0][0], batches[4][0])  # each pass reshuffled
+    with pytest.raises(DataError, match=r"sample_weight` of shape \(100,\)"):
+        kd.make_dataset(x, 32, sample_weight=np.ones(99))
+    with pytest.raises(ConfigError, match="at most one of `pad` and `drop_remainder`"):
+        kd.make_dataset(x, 32, pad=True, drop_remainder=True)
+
+
+def test_binarize_static_is_one_seeded_draw_of_the_right_mean(digits):
+    x = digits[0][0][:1000]
+    a, b = kd.binarize_static(x, 7), kd.binarize_static(x, 7)
+    np.testing.assert_array_equal(a, b)
+    assert set(np.unique(a)) <= {0.0, 1.0}
+    assert not np.array_equal(a, kd.binarize_static(x, 8))
+    assert abs(a.mean() - x.mean()) < _binomial_tolerance(x)
+    with pytest.raises(DataError, match="x_test in \\[0, 1\\]"):
+        kd.binarize_static(x * 2, 0, "x_test")
+
+
 def test_make_dataset_static_binarization_is_fixed(digits):
     x = digits[0][0]
     ds = kd.make_dataset(x, 256, shuffle=False, binarize="static", seed=1)

@@ -321,3 +321,46 @@ def test_distribute_dataset_one_replica_matches_make_dataset():
     assert len(got) == 4 == distribute.steps_per_epoch(70, 16)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+_TRAIN_UNDER_MIRRORED = """
+import json, os, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from kvae.config import TrainConfig
+from kvae.errors import ConfigError
+from kvae.train import train
+run = sys.argv[1]
+config = TrainConfig(dataset="digits", strategy="mirrored", batch_size=33, epochs=1,
+                     max_train_examples=256, max_test_examples=64, image_every=0,
+                     projector=False, encoder_kwargs={"hidden": [8]},
+                     decoder_kwargs={"hidden": [8]})
+try:
+    train(config, run, verbose=0)
+    refused = None
+except ConfigError as err:
+    refused = str(err)
+made = os.path.exists(run)
+result = train(config.replace(batch_size=32, binarize="dynamic"), run + "-ok", verbose=0)
+print(json.dumps({"refused": refused, "made": made, "loss": result.history["loss"]}))
+"""
+
+
+def test_kvae_train_refuses_a_global_batch_that_does_not_divide(tmp_path):
+    """docs/scaling.md: under a 2-replica MirroredStrategy a global batch of 33 is refused
+    before the run directory is made; 32 trains (through VAE.fit's array path, binarised)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN_UNDER_MIRRORED, str(tmp_path / "run")],
+        check=False,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, _tail(proc.stdout + proc.stderr)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "multiple of the number of replicas (2)" in result["refused"]
+    assert "Use 32 or 34" in result["refused"]
+    assert result["made"] is False
+    assert len(result["loss"]) == 1 and np.isfinite(result["loss"][0])

@@ -137,6 +137,101 @@ def test_fit_accepts_tf_data_and_callbacks():
     assert len(seen) >= 1 and all(math.isfinite(v) for v in seen)
 
 
+def _z_blind_decoder():
+    """A network that ignores its input (its output is a learned constant): as the decoder,
+    with the analytic KL, the loss has no Monte Carlo noise."""
+
+    class Blind(keras.layers.Layer):
+        def call(self, z):
+            return keras.ops.zeros_like(z[..., :1])
+
+    return keras.Sequential([keras.layers.Flatten(), Blind(), keras.layers.Dense(36)])
+
+
+def test_fit_epoch_loss_is_the_mean_over_examples_padding_excluded():
+    """100 examples in batches of 32: the last batch is padded with 28 weight-0 rows. With a
+    learning rate of 0 and no sampling noise, the epoch's loss must be the plain mean of the
+    100 per-example losses; counting the padding rows (or averaging batch means) gives
+    another number, since the examples' losses differ."""
+    x = _binary(100, p=0.3)
+    x[:50] = _binary(50, p=0.8, seed=1)  # two kinds of example: very different losses
+    model = small_vae(decoder=_z_blind_decoder(), kl="analytic", decoder_kwargs=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    history = model.fit(x, batch_size=32, epochs=2, verbose=0)
+    per_example = model.compute_terms(tf.constant(x), seed=tf.constant([0, 0]))["loss"].numpy()
+    for loss in history.history["loss"]:
+        assert loss == pytest.approx(per_example.mean(), rel=1e-5)
+    # What a weight-1 padding would give (the sure sign of that bug): far outside rel=1e-5.
+    assert abs(per_example.mean() - np.mean(per_example[:32])) > 1e-3 * abs(per_example.mean())
+
+
+@pytest.mark.parametrize(
+    "steps, wanted, chosen",
+    [
+        (469, 32, 67),  # MNIST at batch 128: 469 = 7 * 67, the only divisor in [16, 128]
+        (1000, 32, 40),  # divisors 20, 25, 40, 50, ...: 40 is nearest by ratio
+        (100, 32, 25),  # a short epoch: the nearest divisor >= 16
+        (10, 32, 10),  # shorter than wanted / 2: the whole epoch in one call
+        (7919, 32, None),  # a prime: no divisor near, each epoch a fresh pass
+        (12, 1, 1),
+    ],
+)
+def test_steps_per_call_divides_the_epoch(steps, wanted, chosen):
+    from kvae.model import steps_per_call
+
+    assert steps_per_call(steps, wanted) == chosen
+
+
+def test_fit_moves_steps_per_execution_to_a_divisor_and_keeps_one_iterator():
+    x = _binary(100)
+    model = small_vae()
+    model.compile(steps_per_execution=32)
+    model.fit(x, batch_size=32, epochs=2, verbose=0)  # 4 steps per epoch
+    assert model.steps_per_execution == 4
+    model.compile(steps_per_execution=3)
+    model.fit(x, batch_size=10, epochs=1, verbose=0)  # 10 steps: divisors near 3 -> 2
+    assert model.steps_per_execution == 2
+
+
+def test_fit_binarize_feeds_bernoulli_draws():
+    """With an encoder and a decoder that both ignore their input, a Gaussian likelihood's
+    loss is c + sum over pixels of f(pixel), f quadratic. Grey pixels of 0.5 score f(0.5);
+    their Bernoulli(0.5) draws score f(0) or f(1) with equal chance, on average
+    (f(0) + f(1)) / 2, which is above f(0.5) by the curvature: a binarised fit must land
+    there, a fit on the raw greys at f(0.5)."""
+    n, pixels = 64, 36
+    x = np.full((n, 6, 6, 1), 0.5, np.float32)
+    model = small_vae(
+        encoder=_z_blind_decoder(),
+        decoder=_z_blind_decoder(),
+        encoder_kwargs=None,
+        decoder_kwargs=None,
+        likelihood="gaussian",
+        kl="analytic",
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+
+    def loss_of(value):
+        batch = tf.fill((1, 6, 6, 1), value)
+        return float(model.compute_terms(batch, seed=tf.constant([0, 0]))["loss"][0])
+
+    grey, zeros, ones = loss_of(0.5), loss_of(0.0), loss_of(1.0)
+    binary = (zeros + ones) / 2
+    # Standard error of the epoch's mean loss: each of the n * pixels draws adds f(0) or f(1)
+    # with probability 1/2, a spread of |f(1) - f(0)| / 2 per draw, summed over a row's
+    # pixels and averaged over n rows: |ones - zeros| / pixels / 2 * sqrt(pixels / n).
+    se = abs(ones - zeros) / pixels / 2 * math.sqrt(pixels / n)
+    assert binary - grey > 10 * se  # the two outcomes are far apart
+    raw = model.fit(x, batch_size=32, epochs=1, verbose=0).history["loss"][0]
+    assert raw == pytest.approx(grey, rel=1e-5)
+    for mode in ("static", "dynamic"):
+        got = model.fit(x, batch_size=32, epochs=1, verbose=0, binarize=mode).history["loss"][0]
+        assert abs(got - binary) < 5 * se, (mode, got, binary, grey, se)
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    with pytest.raises(ConfigError, match="`binarize` only with array data"):
+        model.fit(ds, epochs=1, verbose=0, binarize="static")
+
+
 def test_iwae_objective_bound_is_tighter_than_elbo():
     x = _binary(512)
     model = small_vae(objective="iwae", num_samples=8)

@@ -15,6 +15,14 @@ from kvae.datasets._catalog import load, names
 from kvae.datasets.digits import load_digits
 from kvae.datasets.mnist import load_mnist
 from kvae.datasets.npz import load_npz
-from kvae.datasets.pipeline import make_dataset
+from kvae.datasets.pipeline import binarize_static, make_dataset
 
-__all__ = ["load", "load_digits", "load_mnist", "load_npz", "make_dataset", "names"]
+__all__ = [
+    "binarize_static",
+    "load",
+    "load_digits",
+    "load_mnist",
+    "load_npz",
+    "make_dataset",
+    "names",
+]

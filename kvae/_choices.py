@@ -1,0 +1,50 @@
+"""One definition of each choice kvae offers, and the table of a VAE's component slots.
+
+The model, the config, the command line, the registry and ``kvae.testing`` all read these
+names from here. This module imports nothing (the command line reads it without TensorFlow).
+"""
+
+from typing import NamedTuple
+
+OBJECTIVES = ("elbo", "iwae")
+KL_METHODS = ("auto", "analytic", "mc")
+BINARIZE = (None, "static", "dynamic")
+STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
+ON_NAN = ("stop", "skip")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+# Training steps that one compiled call runs by default. At the Keras-example size
+# (784-512-2, batch 128) the step's arithmetic takes ~1.5 ms on a 2-core CPU, so the
+# per-call overhead of Keras' loop dominates unless several steps share one call.
+DEFAULT_STEPS_PER_EXECUTION = 32
+
+# The folder of a run directory that holds its checkpoints.
+CHECKPOINT_DIR = "checkpoints"
+
+
+class Slot(NamedTuple):
+    """One component slot of a VAE.
+
+    name: the VAE argument (``encoder``; ``encoder_kwargs`` holds its extra arguments).
+    group: the registry group its names come from (``kvae.registry``).
+    default: the default component name.
+    shape_arg: the constructor argument kvae.VAE sets itself: the shape of one example
+        (``data_shape``) or the size of z (``latent_dim``).
+    """
+
+    name: str
+    group: str
+    default: str
+    shape_arg: str
+
+
+SLOTS = (
+    Slot("encoder", "encoders", "mlp", "data_shape"),
+    Slot("decoder", "decoders", "mlp", "data_shape"),
+    Slot("posterior", "posteriors", "gaussian", "latent_dim"),
+    Slot("likelihood", "likelihoods", "bernoulli", "data_shape"),
+    Slot("prior", "priors", "standard-normal", "latent_dim"),
+)
+
+# Registry groups: one per slot, plus the data-set catalogue.
+GROUPS = (*(slot.group for slot in SLOTS), "datasets")
