@@ -3,7 +3,7 @@ TensorFlow Probability distributions.
 
     import kvae
     (x_train, _), (x_test, _) = kvae.datasets.load("mnist")
-    model = kvae.VAE(encoder="mlp", decoder="mlp", latent_dim=2, input_shape=(28, 28, 1))
+    model = kvae.VAE(encoder="mlp", decoder="mlp", latent_dim=2, data_shape=(28, 28, 1))
     model.compile(optimizer="adam")
     model.fit(x_train, epochs=5, batch_size=128)
 

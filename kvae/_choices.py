@@ -30,20 +30,22 @@ class Slot(NamedTuple):
     default: the default component name.
     shape_arg: the constructor argument kvae.VAE sets itself: the shape of one example
         (``data_shape``) or the size of z (``latent_dim``).
+    attribute: where the VAE keeps the built layer.
     """
 
     name: str
     group: str
     default: str
     shape_arg: str
+    attribute: str
 
 
 SLOTS = (
-    Slot("encoder", "encoders", "mlp", "data_shape"),
-    Slot("decoder", "decoders", "mlp", "data_shape"),
-    Slot("posterior", "posteriors", "gaussian", "latent_dim"),
-    Slot("likelihood", "likelihoods", "bernoulli", "data_shape"),
-    Slot("prior", "priors", "standard-normal", "latent_dim"),
+    Slot("encoder", "encoders", "mlp", "data_shape", "encoder"),
+    Slot("decoder", "decoders", "mlp", "data_shape", "decoder"),
+    Slot("posterior", "posteriors", "gaussian", "latent_dim", "posterior_head"),
+    Slot("likelihood", "likelihoods", "bernoulli", "data_shape", "likelihood_head"),
+    Slot("prior", "priors", "standard-normal", "latent_dim", "prior"),
 )
 
 # Registry groups: one per slot, plus the data-set catalogue.

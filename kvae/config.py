@@ -25,20 +25,20 @@ import math
 import os
 from typing import Any
 
+from kvae._choices import (
+    BINARIZE,
+    DEFAULT_STEPS_PER_EXECUTION,
+    KL_METHODS,
+    OBJECTIVES,
+    ON_NAN,
+    OPTIMIZERS,
+    STRATEGIES,
+)
 from kvae.errors import ConfigError
 
 __all__ = ["TrainConfig"]
 
-OBJECTIVES = ("elbo", "iwae")
-KL_METHODS = ("auto", "analytic", "mc")
-BINARIZE = (None, "static", "dynamic")
-STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
-ON_NAN = ("stop", "skip")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 VALIDATION = ("test", "none")
-# Keep equal to kvae.model.DEFAULT_STEPS_PER_EXECUTION (a test checks it); repeated here so
-# that this module does not import TensorFlow.
-DEFAULT_STEPS_PER_EXECUTION = 32
 
 
 @dataclasses.dataclass(frozen=True)

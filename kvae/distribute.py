@@ -3,7 +3,7 @@
     from kvae import distribute
     strategy = distribute.get_strategy("mirrored")        # all local GPUs (or the CPU)
     with strategy.scope():                                # build and compile inside the scope
-        model = kvae.VAE(input_shape=(28, 28, 1))
+        model = kvae.VAE(data_shape=(28, 28, 1))
         model.compile(optimizer="adam")
     train = distribute.distribute_dataset(strategy, x_train, global_batch_size=256, seed=0)
     model.fit(train, epochs=10)
@@ -35,6 +35,7 @@ See docs/scaling.md for GPUs, TPUs and several machines.
 import json
 import os
 
+from kvae._choices import STRATEGIES
 from kvae.errors import ConfigError, DataError
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "tf_config",
 ]
 
-STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 
 _TF_CONFIG_EXAMPLE = (
     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '

@@ -3,7 +3,9 @@ likelihood head, with a prior, trained by Keras' own ``fit`` on the negative ELB
 importance-weighted bound)."""
 
 import gc
+import inspect
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -11,21 +13,8 @@ import tensorflow as tf
 
 from kvae import objectives, registry
 from kvae._checks import choice, positive_int, shape_tuple
+from kvae._choices import DEFAULT_STEPS_PER_EXECUTION, KL_METHODS, OBJECTIVES, SLOTS
 from kvae.errors import ConfigError, DataError, KvaeError, PluginError
-
-# The component slots of a VAE: (argument, registry group, default name).
-SLOTS = (
-    ("encoder", "encoders", "mlp"),
-    ("decoder", "decoders", "mlp"),
-    ("posterior", "posteriors", "gaussian"),
-    ("likelihood", "likelihoods", "bernoulli"),
-    ("prior", "priors", "standard-normal"),
-)
-
-# Default number of training steps that one compiled call runs. At the Keras-example size
-# (784-512-2, batch 128) the step's arithmetic takes ~1.5 ms on a 2-core CPU, so the
-# per-call overhead of Keras' loop dominates unless several steps share one call.
-DEFAULT_STEPS_PER_EXECUTION = 32
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -36,7 +25,9 @@ class VAE(keras.Model):
         encoder, decoder: registered network names (``kvae.registry.names("encoders")``) or
             Keras layer instances.
         latent_dim: size of z (>= 1).
-        input_shape: shape of one example, e.g. ``(28, 28, 1)``.
+        data_shape: shape of one example, e.g. ``(28, 28, 1)`` (the networks and the
+            likelihood head get the same ``data_shape``). ``input_shape``, its old name, still
+            works with a DeprecationWarning.
         posterior, likelihood, prior: registered head/prior names or layer instances.
         encoder_kwargs, decoder_kwargs, posterior_kwargs, likelihood_kwargs, prior_kwargs:
             extra constructor arguments of each named component.
@@ -62,7 +53,7 @@ class VAE(keras.Model):
         encoder="mlp",
         decoder="mlp",
         latent_dim=2,
-        input_shape=(28, 28, 1),
+        data_shape=(28, 28, 1),
         posterior="gaussian",
         likelihood="bernoulli",
         prior="standard-normal",
@@ -77,14 +68,23 @@ class VAE(keras.Model):
         kl="auto",
         seed=None,
         free_bits=0.0,
+        input_shape=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if input_shape is not None:
+            warnings.warn(
+                "kvae.VAE(input_shape=...) is deprecated: pass data_shape=... (the shape of one "
+                "example, the name the networks and heads use).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            data_shape = input_shape
         self.latent_dim = positive_int("latent_dim", latent_dim, what="It is the size of z.")
-        self.data_shape = shape_tuple("input_shape", input_shape)
+        self.data_shape = shape_tuple("data_shape", data_shape)
         self.num_samples = positive_int("num_samples", num_samples)
-        self.objective = choice("objective", objective, {"elbo", "iwae"})
-        self.kl_method = choice("kl", kl, {"auto", "analytic", "mc"})
+        self.objective = choice("objective", objective, OBJECTIVES)
+        self.kl_method = choice("kl", kl, KL_METHODS)
         try:
             beta = float(beta)
         except (TypeError, ValueError):
@@ -123,20 +123,14 @@ class VAE(keras.Model):
             likelihood=likelihood_kwargs,
             prior=prior_kwargs,
         )
-        build_args = dict(
-            encoder={"data_shape": self.data_shape},
-            decoder={"data_shape": self.data_shape},
-            posterior={"latent_dim": self.latent_dim},
-            likelihood={"event_shape": self.data_shape},
-            prior={"latent_dim": self.latent_dim},
-        )
         self._specs = {}
-        for slot, group, _ in SLOTS:
-            layer, spec = _make_component(slot, group, given[slot], extra[slot], build_args[slot])
-            setattr(
-                self, slot if slot not in ("posterior", "likelihood") else slot + "_head", layer
+        for slot in SLOTS:
+            build_args = {slot.shape_arg: getattr(self, slot.shape_arg)}
+            layer, spec = _make_component(
+                slot.name, slot.group, given[slot.name], extra[slot.name], build_args
             )
-            self._specs[slot] = spec
+            setattr(self, slot.attribute, layer)
+            self._specs[slot.name] = spec
         self.beta = keras.Variable(beta, dtype="float32", trainable=False, name="beta")
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {
@@ -161,7 +155,7 @@ class VAE(keras.Model):
         except Exception as err:
             raise ConfigError(
                 f"The encoder {self._specs['encoder']['name']!r} and posterior "
-                f"{self._specs['posterior']['name']!r} do not fit together for input_shape="
+                f"{self._specs['posterior']['name']!r} do not fit together for data_shape="
                 f"{self.data_shape}: {type(err).__name__}: {err}"
             ) from err
         if tuple(z.shape) != (1, self.latent_dim):
@@ -179,7 +173,7 @@ class VAE(keras.Model):
             raise ConfigError(
                 f"The decoder {self._specs['decoder']['name']!r} and likelihood "
                 f"{self._specs['likelihood']['name']!r} do not fit together for latent_dim="
-                f"{self.latent_dim} and input_shape={self.data_shape}: {type(err).__name__}: {err}"
+                f"{self.latent_dim} and data_shape={self.data_shape}: {type(err).__name__}: {err}"
             ) from err
         if tuple(p.event_shape) != self.data_shape or tuple(p.batch_shape) != (1,):
             raise ConfigError(
@@ -518,7 +512,7 @@ class VAE(keras.Model):
                 hint = f" Reshape it with x.reshape(-1, {', '.join(map(str, self.data_shape))})."
             raise DataError(
                 f"Expected {name} of shape (n, {', '.join(map(str, self.data_shape))}), the "
-                f"model's input_shape. Received: {name}.shape={tuple(shape)}.{hint}"
+                f"model's data_shape. Received: {name}.shape={tuple(shape)}.{hint}"
             )
 
     def _check_values(self, arr, name):
@@ -587,29 +581,31 @@ class VAE(keras.Model):
     # ----- saving -----------------------------------------------------------------------
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable}
-        for slot, _, _ in SLOTS:
+        for slot in (s.name for s in SLOTS):
             spec = self._specs[slot]
             config[slot] = spec["config"]
             if spec["kwargs"]:
                 config[f"{slot}_kwargs"] = dict(spec["kwargs"])
         config.update(
             latent_dim=self.latent_dim,
-            input_shape=list(self.data_shape),
+            data_shape=list(self.data_shape),
             beta=float(keras.ops.convert_to_numpy(self.beta)),
             num_samples=self.num_samples,
             objective=self.objective,
             kl=self.kl_method,
             seed=self.seed,
             free_bits=self.free_bits,
-            providers={slot: self._specs[slot]["provider"] for slot, _, _ in SLOTS},
+            providers={s.name: self._specs[s.name]["provider"] for s in SLOTS},
         )
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        if "input_shape" in config:  # saved before data_shape was its name
+            config["data_shape"] = config.pop("input_shape")
         providers = config.pop("providers", None) or {}
-        for slot, group, _ in SLOTS:
+        for slot, group, *_ in SLOTS:
             value = config.get(slot)
             if isinstance(value, dict):  # a serialized layer instance
                 config[slot] = keras.saving.deserialize_keras_object(value)
@@ -699,6 +695,7 @@ def _make_component(slot, group, spec, kwargs, build_args):
         raise ConfigError(
             f"Expected `{slot}_kwargs` without {overlap}: the VAE sets them. Received: {kwargs}."
         )
+    build_args = _old_shape_keyword(slot, factory, build_args)
     try:
         layer = factory(**build_args, **kwargs)
     except KvaeError:
@@ -720,6 +717,27 @@ def _make_component(slot, group, spec, kwargs, build_args):
         "kwargs": kwargs,
         "provider": [dist, version] if dist else None,
     }
+
+
+def _old_shape_keyword(slot, factory, build_args):
+    """``build_args`` for a plugin written before the rename, whose likelihood takes the shape
+    of one example as ``event_shape`` (now ``data_shape``, as everywhere): renamed for it,
+    with a DeprecationWarning."""
+    if "data_shape" not in build_args:
+        return build_args
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return build_args
+    if "data_shape" in params or "event_shape" not in params:
+        return build_args
+    warnings.warn(
+        f"The {slot} {getattr(factory, '__name__', factory)!r} takes `event_shape`; kvae now "
+        "passes the shape of one example as `data_shape`. Rename the argument.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return {"event_shape": build_args["data_shape"]}
 
 
 def _require_component(slot, group, name, provider):

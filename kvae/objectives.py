@@ -33,6 +33,7 @@ import numbers
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from kvae._choices import KL_METHODS
 from kvae.errors import ConfigError
 
 tfd = tfp.distributions
@@ -45,8 +46,6 @@ __all__ = [
     "kl_divergence",
     "log_weights",
 ]
-
-KL_METHODS = ("auto", "analytic", "mc")
 
 
 # ---------------------------------------------------------------------------- checks

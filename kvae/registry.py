@@ -41,6 +41,7 @@ import os
 import re
 import threading
 
+from kvae._choices import GROUPS
 from kvae.errors import ConfigError, PluginError, UnknownComponentError
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
     "validate",
 ]
 
-GROUPS = ("encoders", "decoders", "posteriors", "likelihoods", "priors", "datasets")
 ENTRY_POINT_PREFIX = "kvae."
 KVAE_DIST = "kvae"
 AUTOLOAD_ENV = "KVAE_DISABLE_PLUGIN_AUTOLOAD"

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from kvae import registry
+from kvae._choices import SLOTS
 
 __all__ = [
     "check_component",
@@ -181,7 +182,7 @@ def check_encoder(
             posterior=posterior,
             likelihood=likelihood,
             likelihood_kwargs=likelihood_kwargs,
-            input_shape=tuple(data_shape),
+            data_shape=tuple(data_shape),
             latent_dim=3,
         )
     return layer
@@ -227,7 +228,7 @@ def check_decoder(
             decoder_kwargs=kwargs if isinstance(decoder, str) else None,
             likelihood=likelihood,
             likelihood_kwargs=likelihood_kwargs,
-            input_shape=tuple(data_shape),
+            data_shape=tuple(data_shape),
             latent_dim=latent_dim,
         )
     return layer
@@ -275,7 +276,7 @@ def check_likelihood(
     data = _given_data(what, data, data_shape, 5)
     x = tf.constant(data[:5] if data is not None else sample_data(data_shape, data_kind, n=5))
     for fshape in feature_shapes:
-        layer = factory(event_shape=tuple(data_shape), **dict(kwargs or {}))
+        layer = factory(data_shape=tuple(data_shape), **dict(kwargs or {}))
         features = tf.constant(np.random.default_rng(0).standard_normal((5, *fshape)), tf.float32)
         params = layer(features)
         p = layer.distribution(params)
@@ -328,18 +329,19 @@ def check_prior(prior, latent_dim=3, *, kwargs=None):
         sample_data((6, 6, 1), n=16),
         prior=prior if isinstance(prior, str) else layer,
         prior_kwargs=kwargs if isinstance(prior, str) else None,
-        input_shape=(6, 6, 1),
+        data_shape=(6, 6, 1),
         latent_dim=latent_dim,
     )
     return layer
 
 
 _CHECKS = {
-    "encoders": check_encoder,
-    "decoders": check_decoder,
-    "posteriors": check_posterior,
-    "likelihoods": check_likelihood,
-    "priors": check_prior,
+    slot.group: check
+    for slot, check in zip(
+        SLOTS,
+        (check_encoder, check_decoder, check_posterior, check_likelihood, check_prior),
+        strict=True,
+    )
 }
 
 

@@ -24,7 +24,6 @@ the same batch size (``kvae evaluate`` does) reproduces them exactly.
 import dataclasses
 import datetime
 import importlib
-import inspect
 import json
 import math
 import os
@@ -33,6 +32,7 @@ import time
 import numpy as np
 
 from kvae import _files
+from kvae._choices import CHECKPOINT_DIR, SLOTS
 from kvae._version import __version__
 from kvae.config import TrainConfig
 from kvae.errors import ConfigError, DataError, KvaeError, ModelFileError, TrainingError
@@ -55,15 +55,7 @@ RUN_FORMAT = "kvae-run"
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
-CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
-_SLOTS = (
-    ("encoder", "encoders"),
-    ("decoder", "decoders"),
-    ("posterior", "posteriors"),
-    ("likelihood", "likelihoods"),
-    ("prior", "priors"),
-)
 _TENSORBOARD_EXAMPLES = 1000
 
 
@@ -122,7 +114,7 @@ class Data:
     y_test: object
 
     @property
-    def input_shape(self):
+    def data_shape(self):
         return tuple(self.x_train.shape[1:])
 
 
@@ -180,8 +172,8 @@ def check_components(config):
     any data is loaded, if a component of the config is not registered or does not import."""
     from kvae import registry
 
-    for slot, group in _SLOTS:
-        registry.get(group, getattr(config, slot))
+    for slot in SLOTS:
+        registry.get(slot.group, getattr(config, slot.name))
 
 
 def _optimizer(config):
@@ -198,7 +190,7 @@ def _optimizer(config):
     )
 
 
-def build_model(config, input_shape, steps_per_epoch=None):
+def build_model(config, data_shape, steps_per_epoch=None):
     """A compiled ``kvae.VAE`` as the config describes it (call inside a strategy scope).
 
     ``steps_per_execution`` is capped at ``steps_per_epoch`` when that is given: more steps
@@ -207,23 +199,17 @@ def build_model(config, input_shape, steps_per_epoch=None):
 
     kwargs = dict(
         latent_dim=config.latent_dim,
-        input_shape=input_shape,
+        data_shape=data_shape,
         beta=config.beta,
         num_samples=config.num_samples,
         objective=config.objective,
         kl=config.kl,
         seed=config.seed,
+        free_bits=config.free_bits,
     )
-    for slot, _ in _SLOTS:
+    for slot in (s.name for s in SLOTS):
         kwargs[slot] = getattr(config, slot)
         kwargs[f"{slot}_kwargs"] = getattr(config, f"{slot}_kwargs") or None
-    if config.free_bits:
-        if "free_bits" not in inspect.signature(VAE.__init__).parameters:
-            raise ConfigError(
-                "Expected free_bits=0: this version of kvae.VAE has no free-bits objective. "
-                f"Received: free_bits={config.free_bits}."
-            )
-        kwargs["free_bits"] = config.free_bits
     model = VAE(**kwargs)
     model.compile(
         optimizer=_optimizer(config),
@@ -244,17 +230,9 @@ def _optional_module(name):
 
 
 def _strategy(config):
-    distribute = _optional_module("distribute")
-    if distribute is not None:
-        return distribute.get_strategy(config.strategy)
-    if config.strategy != "default":
-        raise ConfigError(
-            f"Expected strategy='default': this installation has no kvae.distribute. "
-            f"Received: strategy={config.strategy!r}."
-        )
-    import tensorflow as tf
+    from kvae import distribute
 
-    return tf.distribute.get_strategy()
+    return distribute.get_strategy(config.strategy)
 
 
 def _robustness_callbacks(run_dir, config):
@@ -443,7 +421,7 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
         per_replica_batch_size(strategy, min(config.batch_size, len(arrays.x_train)))
     with strategy.scope():
         steps = math.ceil(len(arrays.x_train) / config.batch_size)
-        model = build_model(config, arrays.input_shape, steps_per_epoch=steps)
+        model = build_model(config, arrays.data_shape, steps_per_epoch=steps)
     _make_run_dir(run_dir)
     _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
     _write_run_file(run_dir, status="running", started=_now(), versions=_versions())
@@ -519,7 +497,7 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
         finished=_now(),
         train_seconds=train_seconds,
         epochs_completed=epochs_done,
-        data_shape=list(arrays.input_shape),
+        data_shape=list(arrays.data_shape),
     )
     return RunResult(
         run_dir=run_dir,

@@ -55,7 +55,7 @@ def run_kvae_child(args):
         encoder="mlp",
         decoder="mlp",
         latent_dim=2,
-        input_shape=(28, 28, 1),
+        data_shape=(28, 28, 1),
         likelihood="bernoulli",
         encoder_kwargs={"hidden": [512]},
         decoder_kwargs={"hidden": [512]},

@@ -31,7 +31,7 @@ def disk_full(run_dir, out):
                 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
 
     x = np.random.default_rng(0).random((256, 8, 8, 1)).astype("float32")
-    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    model = kvae.VAE(data_shape=(8, 8, 1), latent_dim=2, seed=0)
     model.compile(steps_per_execution=1)
     error = None
     try:

@@ -47,7 +47,7 @@ def _train(strategy, x, *, deterministic, seed, tf, keras, kvae, distribute):
     steps = distribute.steps_per_epoch(len(x), GLOBAL_BATCH)
     keras.utils.set_random_seed(0)  # same initial weights in every run
     with strategy.scope():
-        kwargs = dict(input_shape=(8, 8, 1), latent_dim=2, seed=seed, kl="analytic")
+        kwargs = dict(data_shape=(8, 8, 1), latent_dim=2, seed=seed, kl="analytic")
         if deterministic:
             kwargs["decoder"] = _zero_decoder(keras)
         model = kvae.VAE(**kwargs)
@@ -123,7 +123,7 @@ def multi_worker(out_dir):
     x = digits()[:256]
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+        model = kvae.VAE(data_shape=(8, 8, 1), latent_dim=2, seed=0)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=4)
     data = distribute.distribute_dataset(strategy, x, 32, seed=0, repeat=True)
     run_dir = os.path.join(out_dir, "run")

@@ -181,10 +181,3 @@ def test_importing_config_is_light():
         check=True,
     )
     assert out.stdout.split() == ["False", "False"]
-
-
-def test_steps_per_execution_default_matches_the_model():
-    from kvae.config import DEFAULT_STEPS_PER_EXECUTION
-    from kvae.model import DEFAULT_STEPS_PER_EXECUTION as MODEL_DEFAULT
-
-    assert DEFAULT_STEPS_PER_EXECUTION == MODEL_DEFAULT

@@ -17,7 +17,7 @@ def digits():
 
 def _model(latent_dim=3, **kwargs):
     model = kvae.VAE(
-        input_shape=(8, 8, 1),
+        data_shape=(8, 8, 1),
         latent_dim=latent_dim,
         encoder_kwargs={"hidden": [32]},
         decoder_kwargs={"hidden": [32]},

@@ -51,7 +51,7 @@ def _mutate(draw, valid, bad, max_changes=2):
 # ----- the VAE constructor -------------------------------------------------------------------
 VAE_VALID = {
     "latent_dim": st.integers(1, 4),
-    "input_shape": st.one_of(
+    "data_shape": st.one_of(
         st.tuples(st.integers(1, 12)),
         st.tuples(st.integers(4, 12), st.integers(4, 12), st.sampled_from([1, 3])),
         st.tuples(st.integers(1, 5), st.integers(1, 5)),
@@ -70,7 +70,7 @@ VAE_VALID = {
 }
 VAE_BAD = {
     "latent_dim": st.one_of(st.integers(-2, 0), junk),
-    "input_shape": st.one_of(st.lists(st.integers(-1, 6), max_size=5).map(tuple), junk),
+    "data_shape": st.one_of(st.lists(st.integers(-1, 6), max_size=5).map(tuple), junk),
     "encoder": st.sampled_from(["nope", "", "MLP", None, 3, "conv:mlp"]),
     "decoder": st.sampled_from(["nope", "", None, 3.5]),
     "posterior": st.sampled_from(["bernoulli", "x", None]),
@@ -100,7 +100,7 @@ def test_vae_constructor_works_or_raises_a_kvae_error(args):
 # ----- data given to fit and evaluate ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_model():
-    model = kvae.VAE(input_shape=(4, 4, 1), latent_dim=2, seed=0)
+    model = kvae.VAE(data_shape=(4, 4, 1), latent_dim=2, seed=0)
     model.compile(jit_compile=False, steps_per_execution=1)
     return model
 

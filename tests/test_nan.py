@@ -44,7 +44,7 @@ class BlowFuse(keras.callbacks.Callback):
 
 
 def _model(where=None, optimizer="adam"):
-    kwargs = dict(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    kwargs = dict(data_shape=(8, 8, 1), latent_dim=2, seed=0)
     if where == "decoder":
         kwargs["decoder"] = keras.Sequential([keras.layers.Dense(16, activation="tanh"), Fuse()])
     elif where == "encoder":

@@ -25,7 +25,7 @@ def _png_size(path):
 
 def _model(latent_dim):
     model = kvae.VAE(
-        input_shape=(8, 8, 1),
+        data_shape=(8, 8, 1),
         latent_dim=latent_dim,
         encoder_kwargs={"hidden": [16]},
         decoder_kwargs={"hidden": [16]},

@@ -161,7 +161,7 @@ def test_installed_package_files_match_the_checkout():
 
 def test_unknown_name_lists_the_plugins_and_the_nearest_match():
     with pytest.raises(UnknownComponentError) as info:
-        kvae.VAE(encoder="resnett", input_shape=(32, 32, 3))
+        kvae.VAE(encoder="resnett", data_shape=(32, 32, 3))
     text = str(info.value)
     assert "Did you mean 'resnet'?" in text
     assert "gru" in text and "mlp" in text
@@ -263,7 +263,7 @@ def test_show_a_name_of_two_groups_shows_both():
         "activation",
     ]
     likelihood = json.loads(_invoke("show", "categorical", "--json").output)[0]
-    assert likelihood["set_by_kvae"] == ["event_shape"]
+    assert likelihood["set_by_kvae"] == ["data_shape"]
     assert [a["name"] for a in likelihood["arguments"]] == ["vocab_size"]
 
 
@@ -302,7 +302,7 @@ def _resnet_case():
         encoder="resnet",
         decoder="resnet",
         likelihood="discretized-logistic",
-        input_shape=(32, 32, 3),
+        data_shape=(32, 32, 3),
         encoder_kwargs={"filters": [8, 16], "dense": 16},
         decoder_kwargs={"filters": [16, 8]},
     )
@@ -315,7 +315,7 @@ def _sequence_case():
         encoder="gru",
         decoder="gru",
         likelihood="categorical",
-        input_shape=(12,),
+        data_shape=(12,),
         encoder_kwargs={"units": 8, "embed_dim": 4},
         decoder_kwargs={"units": 8},
     )
@@ -403,7 +403,7 @@ def test_model_whose_plugin_was_uninstalled_names_component_and_package(tmp_path
     try:
         assert registry.provider("encoders", name) == (dist, "0.3.0")
         model = kvae.VAE(
-            encoder=name, decoder="mlp", decoder_kwargs={"hidden": [4]}, input_shape=(6,)
+            encoder=name, decoder="mlp", decoder_kwargs={"hidden": [4]}, data_shape=(6,)
         )
         model.compile(steps_per_execution=1)
         model.fit(np.full((4, 6), 0.5, "float32"), epochs=1, batch_size=4, verbose=0)

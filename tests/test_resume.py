@@ -194,7 +194,7 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
 
 
 def _model():
-    model = kvae.VAE(input_shape=(8, 8, 1), latent_dim=2, seed=0)
+    model = kvae.VAE(data_shape=(8, 8, 1), latent_dim=2, seed=0)
     model.compile(steps_per_execution=1)
     return model
 
@@ -328,7 +328,7 @@ def test_resume_state_of_an_empty_or_damaged_run(tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
     _model().fit(X, epochs=1, batch_size=32, verbose=0, callbacks=training_callbacks(tmp_path))
-    other = kvae.VAE(input_shape=(8, 8, 1), latent_dim=5, seed=0)
+    other = kvae.VAE(data_shape=(8, 8, 1), latent_dim=5, seed=0)
     other.compile(steps_per_execution=1)
     with pytest.raises(ModelFileError, match="does not fit this model"):
         other.fit(

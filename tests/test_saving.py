@@ -17,7 +17,7 @@ from kvae.errors import ModelFileError
 def trained(tmp_path_factory):
     rng = np.random.default_rng(0)
     model = kvae.VAE(
-        input_shape=(8, 8, 1),
+        data_shape=(8, 8, 1),
         latent_dim=3,
         encoder="conv",
         decoder="conv",

@@ -31,7 +31,7 @@ def run(tmp_path_factory):
     x, xt, yt = x[:256], xt[:100], yt[:100]
     log_dir = tmp_path_factory.mktemp("tb") / "logs"
     model = kvae.VAE(
-        input_shape=(8, 8, 1),
+        data_shape=(8, 8, 1),
         latent_dim=2,
         encoder_kwargs={"hidden": [32]},
         decoder_kwargs={"hidden": [32]},

@@ -22,19 +22,13 @@ import json
 import click
 
 from kvae import registry
+from kvae._choices import SLOTS
 from kvae.errors import ConfigError, PluginError, UnknownComponentError
 
 __all__ = ["plugins", "plugin_rows", "describe"]
 
 # The constructor arguments kvae.VAE sets itself, per group (users cannot pass them).
-SET_BY_KVAE = {
-    "encoders": ("data_shape",),
-    "decoders": ("data_shape",),
-    "posteriors": ("latent_dim",),
-    "likelihoods": ("event_shape",),
-    "priors": ("latent_dim",),
-    "datasets": (),
-}
+SET_BY_KVAE = {**{slot.group: (slot.shape_arg,) for slot in SLOTS}, "datasets": ()}
 _COLUMNS = ("group", "name", "package", "version", "loads")
 
 

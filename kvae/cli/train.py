@@ -5,7 +5,8 @@ import os
 
 import click
 
-from kvae.config import BINARIZE, KL_METHODS, ON_NAN, OPTIMIZERS, STRATEGIES, TrainConfig
+from kvae._choices import BINARIZE, KL_METHODS, OBJECTIVES, ON_NAN, OPTIMIZERS, STRATEGIES
+from kvae.config import TrainConfig
 
 _DEFAULTS = TrainConfig()
 
@@ -71,7 +72,7 @@ _OPTIONS = [
     (("--beta",), "beta", click.FloatRange(min=0), "KL weight (1 = the ELBO)."),
     (("--kl-warmup-epochs",), "kl_warmup_epochs", click.IntRange(min=0), "Linear KL warm-up."),
     (("--kl",), "kl", click.Choice(KL_METHODS), "KL estimate."),
-    (("--objective",), "objective", click.Choice(["elbo", "iwae"]), "Training objective."),
+    (("--objective",), "objective", click.Choice(OBJECTIVES), "Training objective."),
     (("--num-samples", "-k"), "num_samples", click.IntRange(min=1), "Latent samples (IWAE's K)."),
     (("--epochs", "-e"), "epochs", click.IntRange(min=1), "Training epochs."),
     (("--batch-size", "-b"), "batch_size", click.IntRange(min=1), "Examples per batch."),

@@ -4,11 +4,12 @@ event shape is one data point (for images, (H, W, C)).
 Any decoder composes with any head: a head maps features onto the data's shape itself.
 If the features already have the data's spatial layout (a convolutional decoder's
 (H, W, F) map for (H, W, C) data) the head is a per-position projection F -> C * k;
-otherwise the features are flattened and projected densely to prod(event_shape) * k.
+otherwise the features are flattened and projected densely to prod(data_shape) * k.
 ``k = params_per_dim`` is how many numbers the distribution needs per data dimension.
 """
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -30,8 +31,8 @@ def _inverse_softplus(y):
 class LikelihoodHead(keras.layers.Layer):
     """Base class of likelihood heads.
 
-    ``call(features)`` returns parameters of shape ``(batch, *event_shape, params_per_dim)``;
-    ``distribution(params)`` builds p(x|z) with ``reinterpreted_batch_ndims = len(event_shape)``,
+    ``call(features)`` returns parameters of shape ``(batch, *data_shape, params_per_dim)``;
+    ``distribution(params)`` builds p(x|z) with ``reinterpreted_batch_ndims = len(data_shape)``,
     so ``log_prob`` gives one number (nats) per example. ``prepare(x)`` maps data to the
     distribution's support (identity except for discretised heads), ``mean(params)`` gives the
     expected data point and ``to_data(sample)`` maps samples back to the data's units.
@@ -40,26 +41,34 @@ class LikelihoodHead(keras.layers.Layer):
     params_per_dim = 1
     data_range = None  # (low, high) that data must lie in, or None for any finite value
 
-    def __init__(self, event_shape, **kwargs):
+    def __init__(self, data_shape=None, *, event_shape=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.event_shape = shape_tuple("event_shape", event_shape)
+        if event_shape is not None:
+            warnings.warn(
+                f"{type(self).__name__}(event_shape=...) is deprecated: pass data_shape=... "
+                "(the shape of one example, the name kvae.VAE and the networks use).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            data_shape = event_shape if data_shape is None else data_shape
+        self.data_shape = shape_tuple("data_shape", data_shape)
         self.projection = None
         self._pointwise = None
 
     # ----- parameters ---------------------------------------------------------------
     def build(self, input_shape):
         input_shape = tuple(input_shape)
-        spatial = tuple(self.event_shape[:-1])
-        self._pointwise = len(input_shape) - 1 == len(self.event_shape) and (
+        spatial = tuple(self.data_shape[:-1])
+        self._pointwise = len(input_shape) - 1 == len(self.data_shape) and (
             tuple(input_shape[1:-1]) == spatial
         )
         if self._pointwise:
-            units = self.event_shape[-1] * self.params_per_dim
+            units = self.data_shape[-1] * self.params_per_dim
             self.projection = keras.layers.Dense(units, dtype=self.dtype_policy, name="params")
             self.projection.build(input_shape)
         else:
-            units = int(np.prod(self.event_shape)) * self.params_per_dim
+            units = int(np.prod(self.data_shape)) * self.params_per_dim
             self.projection = keras.layers.Dense(units, dtype=self.dtype_policy, name="params")
             self.projection.build((input_shape[0], int(np.prod(input_shape[1:]))))
         self.build_extra()
@@ -72,17 +81,17 @@ class LikelihoodHead(keras.layers.Layer):
         if not self._pointwise and len(features.shape) > 2:
             features = keras.ops.reshape(features, (-1, int(np.prod(features.shape[1:]))))
         params = self.projection(features)
-        return keras.ops.reshape(params, (-1, *self.event_shape, self.params_per_dim))
+        return keras.ops.reshape(params, (-1, *self.data_shape, self.params_per_dim))
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], *self.event_shape, self.params_per_dim)
+        return (input_shape[0], *self.data_shape, self.params_per_dim)
 
     # ----- distribution -------------------------------------------------------------
     def distribution(self, params):
         raise NotImplementedError
 
     def _independent(self, dist):
-        return tfd.Independent(dist, reinterpreted_batch_ndims=len(self.event_shape))
+        return tfd.Independent(dist, reinterpreted_batch_ndims=len(self.data_shape))
 
     def prepare(self, x):
         """Data -> the distribution's support. Identity unless the head is discrete."""
@@ -111,8 +120,20 @@ class LikelihoodHead(keras.layers.Layer):
                 f"data such as likelihood='gaussian'."
             )
 
+    @property
+    def event_shape(self):
+        """The old name of :attr:`data_shape` (p(x|z)'s event shape is one example's shape)."""
+        return self.data_shape
+
     def get_config(self):
-        return {**super().get_config(), "event_shape": list(self.event_shape)}
+        return {**super().get_config(), "data_shape": list(self.data_shape)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "event_shape" in config:  # saved before data_shape was its name
+            config["data_shape"] = config.pop("event_shape")
+        return cls(**config)
 
 
 class _LogitBernoulli(tfd.Bernoulli):
@@ -162,7 +183,7 @@ class Gaussian(LikelihoodHead):
     """Independent Gaussian N(mu(z), sigma^2) per dimension.
 
     Args:
-        event_shape: shape of one data point.
+        data_shape: shape of one data point.
         scale: ``"fixed"`` (sigma = ``init_scale`` forever), ``"scalar"`` (one learned sigma
             shared by all dimensions) or ``"per_dim"`` (a learned sigma per data dimension);
             learned scales are softplus-parameterised plus ``min_scale``, so always > 0.
@@ -172,8 +193,8 @@ class Gaussian(LikelihoodHead):
     With ``scale="scalar"`` and a linear decoder this is probabilistic PCA.
     """
 
-    def __init__(self, event_shape, scale="fixed", init_scale=1.0, min_scale=1e-4, **kwargs):
-        super().__init__(event_shape, **kwargs)
+    def __init__(self, data_shape=None, scale="fixed", init_scale=1.0, min_scale=1e-4, **kwargs):
+        super().__init__(data_shape, **kwargs)
         self.scale = choice("scale", scale, {"fixed", "scalar", "per_dim"})
         self.init_scale = positive_float("init_scale", init_scale)
         self.min_scale = positive_float("min_scale", min_scale)
@@ -182,7 +203,7 @@ class Gaussian(LikelihoodHead):
     def build_extra(self):
         if self.scale == "fixed":
             return
-        shape = () if self.scale == "scalar" else self.event_shape
+        shape = () if self.scale == "scalar" else self.data_shape
         init = _inverse_softplus(max(self.init_scale - self.min_scale, 1e-6))
         self.raw_scale = self.add_weight(
             name="raw_scale",
@@ -228,8 +249,8 @@ class DiscretizedLogistic(LikelihoodHead):
     params_per_dim = 2
     data_range = (0.0, 1.0)
 
-    def __init__(self, event_shape, num_bins=256, **kwargs):
-        super().__init__(event_shape, **kwargs)
+    def __init__(self, data_shape=None, num_bins=256, **kwargs):
+        super().__init__(data_shape, **kwargs)
         self.num_bins = positive_int("num_bins", num_bins)
         if self.num_bins < 2:
             raise ConfigError(f"Expected num_bins >= 2. Received: num_bins={num_bins}")

@@ -7,7 +7,7 @@ in the groups ``kvae.encoders`` and ``kvae.decoders``)::
         encoder="resnet",
         decoder="resnet",
         likelihood="discretized-logistic",
-        input_shape=(32, 32, 3),
+        data_shape=(32, 32, 3),
         latent_dim=32,
     )
 

@@ -68,7 +68,7 @@ def test_vae_with_resnet_networks_samples_colour_images():
         encoder="resnet",
         decoder="resnet",
         likelihood="discretized-logistic",
-        input_shape=(32, 32, 3),
+        data_shape=(32, 32, 3),
         latent_dim=4,
         encoder_kwargs=SMALL_ENCODER,
         decoder_kwargs=SMALL_DECODER,

@@ -11,7 +11,7 @@ Installed, it adds to kvae (entry points, no change to kvae):
     (x_train, _), (x_test, _) = kvae.datasets.load("toy-sequences")    # (n, 16) tokens
     model = kvae.VAE(
         encoder="gru", decoder="gru", likelihood="categorical",
-        input_shape=(16,), latent_dim=4,
+        data_shape=(16,), latent_dim=4,
     )
 
 Tokens are integers in [0, vocab_size) stored as float32 (kvae feeds every model float
@@ -197,19 +197,19 @@ class Categorical(LikelihoodHead):
     integers in [0, vocab_size); anything else is refused with a DataError.
 
     Args:
-        event_shape: (length,) or (length, 1).
+        data_shape: (length,) or (length, 1).
         vocab_size: number of distinct tokens.
     """
 
-    def __init__(self, event_shape, vocab_size=DEFAULT_VOCAB_SIZE, **kwargs):
-        super().__init__(event_shape, **kwargs)
+    def __init__(self, data_shape=None, vocab_size=DEFAULT_VOCAB_SIZE, **kwargs):
+        super().__init__(data_shape, **kwargs)
         self.vocab_size = _vocab_size(vocab_size)
         self.params_per_dim = self.vocab_size
         self.data_range = (0, self.vocab_size - 1)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
-        if input_shape[1:-1] != self.event_shape:
+        if input_shape[1:-1] != self.data_shape:
             return super().build(input_shape)
         # One feature vector per token: project each to that token's logits.
         self._pointwise = True

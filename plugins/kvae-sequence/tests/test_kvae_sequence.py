@@ -94,8 +94,8 @@ def test_likelihood_contract(token_data, data_shape):
 # -- the categorical head ---------------------------------------------------------------------
 
 
-def _head(event_shape=(LENGTH,), **kwargs):
-    return registry.get("likelihoods", "categorical")(event_shape=event_shape, **kwargs)
+def _head(data_shape=(LENGTH,), **kwargs):
+    return registry.get("likelihoods", "categorical")(data_shape=data_shape, **kwargs)
 
 
 def test_categorical_projects_per_step_features_position_by_position():
@@ -134,7 +134,7 @@ def test_vae_refuses_non_token_data_before_training():
         encoder="gru",
         decoder="gru",
         likelihood="categorical",
-        input_shape=(LENGTH,),
+        data_shape=(LENGTH,),
         latent_dim=2,
         encoder_kwargs=SMALL_ENCODER,
         decoder_kwargs=SMALL_DECODER,
