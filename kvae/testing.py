@@ -263,12 +263,24 @@ def check_posterior(posterior, latent_dim=3, *, kwargs=None, feature_dim=16):
 
 
 def check_likelihood(
-    likelihood, data_shape=(28, 28, 1), *, kwargs=None, feature_shapes=((16,),), data=None
+    likelihood,
+    data_shape=(28, 28, 1),
+    *,
+    kwargs=None,
+    feature_shapes=((16,),),
+    data=None,
+    reference=None,
 ):
     """Check a likelihood head: features -> params -> p(x|z) with event shape = data_shape,
-    finite log_prob of data in its range, for flat features and each given feature shape.
+    finite log_prob of data in its range, for flat features and each given feature shape;
+    and its values: probabilities over the support sum to 1 (a discrete head's
+    ``support()``), or the density integrates to 1 (over ``data_range``, or the real line
+    around the mean), and ``log_prob`` equals an independent reference where one exists
+    (kvae's built-in families, or ``reference``).
 
-    ``data`` (at least 5 examples the head can score) replaces :func:`sample_data`'s."""
+    ``data`` (at least 5 examples the head can score) replaces :func:`sample_data`'s.
+    ``reference(layer, params, x)``: log p(x|z) per example, in numpy, computed without the
+    head's ``distribution`` (from the family's formula), for a plugin's own head."""
     name, factory = _factory("likelihoods", likelihood)
     what = f"likelihood {name!r}"
     layer = None
@@ -292,11 +304,131 @@ def check_likelihood(
                 f"log_prob must give one number per example; got shape {tuple(lp.shape)}",
             )
         _finite(what, lp, "log_prob of in-range data")
+        _check_normalised(what, layer, params)
+        ref = reference or _builtin_reference(layer)
+        if ref is not None:
+            want = np.asarray(ref(layer, np.asarray(params, np.float64), np.asarray(x)))
+            # float32 log-probabilities summed over D dimensions: rounding of order
+            # D * 1e-7 * |log p per dimension|; 1e-4 relative leaves a wide margin.
+            np.testing.assert_allclose(
+                np.asarray(lp, np.float64),
+                want,
+                rtol=1e-4,
+                atol=1e-3,
+                err_msg=f"{what}: log_prob differs from the family's formula",
+            )
         mean = layer.mean(params)
         if tuple(mean.shape) != (5, *data_shape):
             _fail(what, f"mean() must have the data's shape; got {tuple(mean.shape)}")
         _config_round_trip(what, layer, lambda lyr, f=features: lyr(f))
     return layer
+
+
+def _check_normalised(what, layer, params):
+    """Probabilities over the support sum to 1 (discrete), or the density integrates to 1,
+    for each dimension of each example (the per-dimension distribution under Independent)."""
+    p = layer.distribution(params)
+    per_dim = getattr(p, "distribution", p)  # tfd.Independent -> the per-dimension one
+    shape = tuple(per_dim.batch_shape)
+    support = layer.support()
+    if support is not None:
+        values = np.asarray(support, np.float32)
+        grid = values.reshape((-1,) + (1,) * len(shape))
+        lp = per_dim.log_prob(layer.prepare(tf.constant(grid) + tf.zeros(shape)))
+        total = np.exp(np.asarray(lp, np.float64)).sum(axis=0)
+        # Each of the len(values) float32 probabilities carries a relative rounding of
+        # ~1e-7 (more through log/exp): 1e-4 is far above it, far below a missing bin.
+        label = f"probabilities over its {len(values)} support values"
+        tol = 1e-4
+    else:
+        n = 4000  # midpoint rule: error ~ (width / n)^2 * max|p''| / 24, below 1e-4 here
+        if layer.data_range is not None:
+            low, high = layer.data_range
+            t = (np.arange(n) + 0.5) / n
+            grid = (low + (high - low) * t).astype(np.float32)
+            width = np.full(shape, high - low, np.float64)
+            points = grid.reshape((-1,) + (1,) * len(shape)) + np.zeros(shape, np.float32)
+        else:  # the real line: +-12 standard deviations around the mean hold all but 1e-30
+            mean, std = np.asarray(per_dim.mean()), np.asarray(per_dim.stddev())
+            t = (np.arange(n) + 0.5) / n * 24 - 12
+            points = (mean + std * t.reshape((-1,) + (1,) * len(shape))).astype(np.float32)
+            width = 24 * std.astype(np.float64)
+        lp = per_dim.log_prob(layer.prepare(tf.constant(points)))
+        total = np.exp(np.asarray(lp, np.float64)).mean(axis=0) * width
+        label = "its density's integral"
+        tol = 1e-3
+    if not np.allclose(total, 1.0, atol=tol):
+        worst = float(total.ravel()[np.argmax(np.abs(total - 1).ravel())])
+        _fail(what, f"{label} must be 1 for every dimension; found {worst:.6g}")
+
+
+def _bernoulli_reference(layer, params, x):
+    logits = params[..., 0]
+    log_p, log_q = -np.logaddexp(0, -logits), -np.logaddexp(0, logits)
+    return _sum_events(x * log_p + (1 - x) * log_q, x)
+
+
+def _continuous_bernoulli_reference(layer, params, x):
+    # Loaiza-Ganem & Cunningham (2019): p(x) = C(lam) lam^x (1 - lam)^(1 - x) on [0, 1],
+    # C(lam) = 2 artanh(1 - 2 lam) / (1 - 2 lam), and C(1/2) = 2.
+    logits = params[..., 0]
+    lam = 1 / (1 + np.exp(-logits))
+    near = np.abs(lam - 0.5) < 1e-4
+    safe = np.where(near, 0.25, lam)
+    log_c = np.where(
+        near,
+        np.log(2.0) + (logits**2) / 12,  # the series around lam = 1/2 (logits = 0)
+        np.log(2 * np.arctanh(1 - 2 * safe) / (1 - 2 * safe)),
+    )
+    log_p, log_q = -np.logaddexp(0, -logits), -np.logaddexp(0, logits)
+    return _sum_events(log_c + x * log_p + (1 - x) * log_q, x)
+
+
+def _gaussian_reference(layer, params, x):
+    mu = params[..., 0]
+    sigma = np.broadcast_to(np.asarray(layer.sigma(), np.float64), mu.shape)
+    return _sum_events(-0.5 * ((x - mu) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi), x)
+
+
+def _discretized_logistic_reference(layer, params, x):
+    # Bin k of num_bins holds the logistic's mass on (k - 1/2, k + 1/2], the first and last
+    # bins the tails: P(k) = F(k + 1/2) - F(k - 1/2) with F(-inf) = 0, F(+inf) = 1.
+    loc, scale = (np.asarray(v, np.float64) for v in layer._loc_scale(params.astype(np.float32)))
+    k = np.clip(np.floor(x * layer.num_bins), 0, layer.num_bins - 1)
+    upper = np.where(k == layer.num_bins - 1, np.inf, k + 0.5)
+    lower = np.where(k == 0, -np.inf, k - 0.5)
+
+    hi, lo = (upper - loc) / scale, (lower - loc) / scale
+    # log(sigmoid(hi) - sigmoid(lo)) without cancellation: in the right tail use the mirror
+    # image, sigmoid(-lo) - sigmoid(-hi), so the larger term is never close to 1.
+    right = (hi + lo) > 0
+    hi, lo = np.where(right, -lo, hi), np.where(right, -hi, lo)
+
+    def log_sigmoid(v):
+        return -np.logaddexp(0, -v)
+
+    log_mass = log_sigmoid(hi) + np.log1p(-np.exp(log_sigmoid(lo) - log_sigmoid(hi)))
+    return _sum_events(log_mass, x)
+
+
+def _sum_events(values, x):
+    return values.reshape(len(x), -1).sum(axis=1)
+
+
+def _builtin_reference(layer):
+    """The numpy reference of a built-in family, when ``layer`` uses its distribution."""
+    from kvae.heads import likelihoods as lk
+
+    references = {
+        lk.Bernoulli: _bernoulli_reference,
+        lk.ContinuousBernoulli: _continuous_bernoulli_reference,
+        lk.Gaussian: _gaussian_reference,
+        lk.DiscretizedLogistic: _discretized_logistic_reference,
+    }
+    for cls, reference in references.items():
+        if isinstance(layer, cls) and type(layer).distribution is cls.distribution:
+            return reference
+    return None
 
 
 def check_prior(prior, latent_dim=3, *, kwargs=None):

@@ -102,6 +102,7 @@ def test_train_help_lists_every_config_option():
         assert option in text
 
 
+@pytest.mark.slow  # starts a process (a TensorBoard server, or the kvae script)
 def test_help_is_fast_and_imports_no_tensorflow():
     """`kvae --help` through the installed console script, with -X importtime."""
     exe = os.path.join(os.path.dirname(sys.executable), "kvae")

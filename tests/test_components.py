@@ -71,3 +71,27 @@ def test_check_reports_a_broken_component():
 
     with pytest.raises(AssertionError, match="no trainable weights"):
         testing.check_encoder(NoWeights, data_shape=(4, 4, 1))
+
+
+def test_check_likelihood_catches_an_unnormalised_head_and_a_wrong_log_prob():
+    """The value checks can fail: a Bernoulli whose log-probabilities are all 0.05 nats too
+    high (its two probabilities sum to e^0.05 = 1.05 per pixel), and a built-in head checked
+    against a reference that is off by 0.5 nats per example."""
+    from kvae.heads import likelihoods as lk
+
+    class Inflated(lk._LogitBernoulli):
+        def _log_prob(self, event):
+            return super()._log_prob(event) + 0.05
+
+    class InflatedHead(lk.Bernoulli):
+        def distribution(self, params):
+            return self._independent(Inflated(logits=params[..., 0], dtype=params.dtype))
+
+    with pytest.raises(AssertionError, match=r"probabilities over its 2 support values.*1\.05"):
+        testing.check_likelihood(InflatedHead, data_shape=(3,))
+
+    def off_by_half(layer, params, x):
+        return testing._bernoulli_reference(layer, params, x) - 0.5
+
+    with pytest.raises(AssertionError, match="differs from the family's formula"):
+        testing.check_likelihood("bernoulli", data_shape=(3,), reference=off_by_half)

@@ -192,6 +192,7 @@ def _poll_json(url, ready, deadline):
     pytest.fail(f"tensorboard did not answer {url} in time; last answer: {last!r}")
 
 
+@pytest.mark.slow  # starts a process (a TensorBoard server, or the kvae script)
 def test_tensorboard_server_serves_scalars_and_images(run):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"

@@ -41,6 +41,12 @@ class LikelihoodHead(keras.layers.Layer):
     params_per_dim = 1
     data_range = None  # (low, high) that data must lie in, or None for any finite value
 
+    def support(self):
+        """For a discrete head, the values (in the data's units) that one data dimension can
+        take, as a 1-D array: kvae.testing checks that their probabilities sum to 1. None
+        for a density (its integral over ``data_range``, or the real line, is checked)."""
+        return None
+
     def __init__(self, data_shape=None, *, event_shape=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -161,6 +167,9 @@ class Bernoulli(LikelihoodHead):
 
     data_range = (0.0, 1.0)
 
+    def support(self):
+        return np.array([0.0, 1.0], np.float32)
+
     def distribution(self, params):
         return self._independent(_LogitBernoulli(logits=params[..., 0], dtype=params.dtype))
 
@@ -268,6 +277,9 @@ class DiscretizedLogistic(LikelihoodHead):
         )
         quantized = tfd.QuantizedDistribution(logistic, low=0.0, high=self.num_bins - 1.0)
         return self._independent(quantized)
+
+    def support(self):
+        return (np.arange(self.num_bins) / self.num_bins).astype(np.float32)
 
     def prepare(self, x):
         return tf.clip_by_value(tf.floor(x * self.num_bins), 0.0, self.num_bins - 1.0)

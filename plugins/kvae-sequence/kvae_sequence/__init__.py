@@ -220,6 +220,9 @@ class Categorical(LikelihoodHead):
         self.build_extra()
         self.built = True
 
+    def support(self):
+        return np.arange(self.vocab_size, dtype=np.float32)
+
     def distribution(self, params):
         return self._independent(tfd.Categorical(logits=params, dtype=params.dtype))
 
