@@ -1,5 +1,6 @@
-"""Writing files so a reader never sees half of one: write a temporary file in the same
-folder, then ``os.replace`` it onto the final name (atomic on POSIX and Windows)."""
+"""Files kvae writes and reads: so a reader never sees half of one, write a temporary file
+in the same folder, fsync it, then ``os.replace`` it onto the final name (atomic on POSIX and
+Windows); and one JSON reader and writer for kvae's own files."""
 
 import contextlib
 import json
@@ -35,25 +36,45 @@ def check_writable(path, *, suffixes=None, what="output"):
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path`` (same extension); on success it becomes ``path``.
+    """Yield a temporary path beside ``path`` (with the same suffix, ``.weights.h5`` or
+    ``.keras`` included, as Keras insists); when the block succeeds the file is flushed to
+    disk (fsync) and renamed onto ``path``, and the rename is made durable (fsync of the
+    folder). On failure the temporary file is removed and ``path`` is left as it was.
 
-    On failure the temporary file is removed and ``path`` is left as it was."""
+    The one atomic writer of kvae: runs, checkpoints, the MNIST cache and exported files
+    all write through it."""
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
+    stem, dot, suffix = name.lstrip(".").partition(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{dot}{suffix}", dir=folder)
     except OSError as err:
         raise KvaeError(f"Cannot write {path!r}: {err.strerror or err}.") from None
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give it the usual mode
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+    _fsync(folder)
+
+
+def _fsync(path):
+    """Flush a file (or a folder's entries) to disk; a file system without it is no error."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask():
@@ -62,14 +83,25 @@ def _umask():
     return mask
 
 
+def write_bytes(path, data):
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
 def write_text(path, text):
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
 
 
 def write_json(path, data):
+    """``data`` as indented JSON with sorted keys (NaN written as NaN), atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def read_json(path):
+    """The value in a JSON file (OSError and ValueError pass through to the caller)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def read_format_json(path, fmt, what):
@@ -79,8 +111,7 @@ def read_format_json(path, fmt, what):
     unreadable file or another format raises ModelFileError naming ``what``.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_json(path)
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as err:

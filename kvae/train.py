@@ -24,7 +24,6 @@ the same batch size (``kvae evaluate`` does) reproduces them exactly.
 import dataclasses
 import datetime
 import importlib
-import json
 import math
 import os
 import time
@@ -293,11 +292,6 @@ def _make_run_dir(run_dir):
         raise KvaeError(f"Cannot create the run directory {run_dir!r}: {err}.") from None
 
 
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _check_run_dir(run_dir):
     run_dir = os.fspath(run_dir)
     if not os.path.exists(run_dir):
@@ -353,7 +347,7 @@ def _write_run_file(run_dir, **fields):
     info = {}
     if os.path.exists(path):
         try:
-            info = _read_json(path)
+            info = _files.read_json(path)
         except (OSError, ValueError):
             info = {}
     info.update(format=RUN_FORMAT, kvae_version=__version__, **fields)
