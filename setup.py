@@ -65,6 +65,8 @@ setup(
         "tensorboard>=2.21",
         "matplotlib>=3.7",
         "pyyaml>=6",
+        # Distribution-name validation and normalization (PEP 503) in kvae.registry.
+        "packaging>=22",
         # load("digits") uses scikit-learn's bundled copy (offline).
         "scikit-learn>=1.3",
     ],

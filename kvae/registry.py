@@ -33,6 +33,7 @@ components through it without paying for TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib
@@ -40,6 +41,8 @@ import importlib.metadata
 import os
 import re
 import threading
+
+from packaging.utils import InvalidName, canonicalize_name
 
 from kvae._choices import GROUPS
 from kvae.errors import ConfigError, PluginError, UnknownComponentError
@@ -70,10 +73,6 @@ STRICT_ENV = "KVAE_STRICT_PLUGINS"
 
 MAX_NAME_LENGTH = 64
 _NAME_RE = re.compile(r"[a-z][a-z0-9_.-]*\Z")
-# A distribution name as PEP 508 spells it; compared after PEP 503 normalization.
-_DIST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\Z")
-# "module:attr", optionally followed by "[extras]" (which kvae ignores).
-_VALUE_RE = re.compile(r"\s*(?P<module>[\w.]+)\s*:\s*(?P<attr>[\w.]+)\s*(\[.*\])?\s*\Z")
 _NAME_RULE = (
     "a lowercase letter, then lowercase letters, digits, '_', '.' or '-', "
     f"at most {MAX_NAME_LENGTH} characters (regex [a-z][a-z0-9_.-]*), optionally "
@@ -184,8 +183,10 @@ def set_strict(flag: bool | None) -> bool | None:
 # -- names --------------------------------------------------------------------------------
 
 
-def _canonical_dist(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+def _canonical_dist(name: str, *, validate: bool = False) -> str:
+    """PEP 503 normalization (``packaging``); with ``validate``, InvalidName unless ``name``
+    is a valid distribution name."""
+    return canonicalize_name(name, validate=validate)
 
 
 def _check_group(group) -> str:
@@ -210,8 +211,9 @@ def _parse_name(group: str, name) -> tuple[str | None, str]:
         if not sep:
             if _valid_name(name):
                 return None, name
-        elif _DIST_RE.match(dist) and _valid_name(bare):
-            return _canonical_dist(dist), bare
+        elif _valid_name(bare):
+            with contextlib.suppress(InvalidName):
+                return _canonical_dist(dist, validate=True), bare
     hint = ""
     if not isinstance(name, str) and callable(name):
         hint = (
@@ -460,21 +462,25 @@ def _import(entry: Entry) -> object:
     """Import and check the object of an entry point; raise _Failure if it cannot be used."""
     if not _valid_name(entry.name):
         raise _Failure(f"invalid name: expected {_NAME_RULE}; received name={entry.name!r}")
-    match = _VALUE_RE.match(entry.value)
-    if match is None:
+    point = importlib.metadata.EntryPoint(entry.name, entry.value, entry.group)
+    try:
+        module, attrs = point.module, point.attr  # parsed by importlib's own pattern
+    except AttributeError:  # the value does not match it
+        module = attrs = None
+    if not attrs:
         raise _Failure(
             "malformed entry point value: expected 'module:attr' (for example "
             f"'kvae_resnet.nets:ResNetEncoder'); received value={entry.value!r}"
         )
     try:
-        obj = importlib.import_module(match["module"])
+        obj = importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - any import error is the plugin's, reported
-        raise _Failure(f"importing module {match['module']!r} failed: {_brief(exc)}", exc) from exc
-    for attr in match["attr"].split("."):
+        raise _Failure(f"importing module {module!r} failed: {_brief(exc)}", exc) from exc
+    for attr in attrs.split("."):
         try:
             obj = getattr(obj, attr)
         except AttributeError as exc:
-            raise _Failure(f"{match['module']!r} has no attribute {match['attr']!r}", exc) from exc
+            raise _Failure(f"{module!r} has no attribute {attrs!r}", exc) from exc
     try:
         validate(entry.group, entry.name, obj)
     except PluginError as exc:

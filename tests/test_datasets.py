@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 import kvae.datasets as kd
-from kvae.datasets import _catalog, _safe_pickle
+from kvae.datasets import _safe_pickle
 from kvae.datasets import mnist as kmnist
 from kvae.errors import ConfigError, DataError, UnknownComponentError
 
@@ -333,13 +333,18 @@ def test_names_and_unknown_name():
         kd.load("MNIST")
 
 
-def test_entry_point_fallback_without_registry(monkeypatch, digits):
-    monkeypatch.setattr(_catalog, "_registry", lambda: None)
-    assert {"mnist", "digits"} <= set(kd.names())
-    (x, _), _ = kd.load("digits")
-    np.testing.assert_array_equal(x, digits[0][0])
-    with pytest.raises(UnknownComponentError, match="Did you mean 'digits'"):
-        kd.load("digts")
+def test_catalogue_is_the_registry_datasets_group(digits):
+    """A data set registered in-process through kvae.registry is a name of the catalogue."""
+    from kvae import registry
+
+    registry.register("datasets", "tiny-for-test")(lambda: digits)
+    try:
+        assert "tiny-for-test" in kd.names()
+        (x, _), _ = kd.load("tiny-for-test")
+        np.testing.assert_array_equal(x, digits[0][0])
+    finally:
+        registry.unregister("datasets", "tiny-for-test")
+    assert "tiny-for-test" not in kd.names()
 
 
 def test_importing_kvae_datasets_does_not_import_tensorflow():

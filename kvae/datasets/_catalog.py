@@ -1,50 +1,25 @@
 """Data sets by name or path (private; the public face is kvae.datasets.load / names).
 
-Names come from the ``kvae.datasets`` entry-point group, through :mod:`kvae.registry` when it
-is importable and straight from ``importlib.metadata`` otherwise. A loader is called with the
-keyword arguments given to :func:`load` and must return ``((x_train, y_train), (x_test,
-y_test))``.
+Names are the ``datasets`` group of :mod:`kvae.registry` (entry points ``kvae.datasets``,
+kvae's own "mnist" and "digits" among them, plus in-process registrations). A loader is
+called with the keyword arguments given to :func:`load` and must return ``((x_train,
+y_train), (x_test, y_test))``.
 """
 
 import difflib
-import importlib
-import importlib.metadata
 import os
 
 import numpy as np
 
+from kvae import registry
 from kvae.errors import ConfigError, DataError, PluginError, UnknownComponentError
 
 GROUP = "datasets"
-ENTRY_POINT_GROUP = "kvae.datasets"
-
-
-def _registry():
-    """kvae.registry if it exists (with get/names), else None."""
-    try:
-        registry = importlib.import_module("kvae.registry")
-    except ModuleNotFoundError as err:
-        if err.name not in ("kvae.registry", "kvae"):
-            raise  # kvae.registry exists but one of its own imports is missing: say so
-        return None
-    if not (hasattr(registry, "get") and hasattr(registry, "names")):
-        return None
-    return registry
-
-
-def _entry_points():
-    eps = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        eps.setdefault(ep.name, ep)  # the first distribution wins, as sys.path orders them
-    return eps
 
 
 def names():
     """Sorted names of the registered data sets (for :func:`load`)."""
-    registry = _registry()
-    if registry is not None:
-        return sorted(registry.names(GROUP))
-    return sorted(_entry_points())
+    return sorted(registry.names(GROUP))
 
 
 def _unknown(name, known, cause=None):
@@ -58,36 +33,22 @@ def _unknown(name, known, cause=None):
     err = UnknownComponentError(
         f"Expected a registered data set name (one of {known}) or a path to an .npz file. "
         f"Received: name_or_path={name!r}, which is neither.{hint} Register a data set through "
-        f"the {ENTRY_POINT_GROUP!r} entry-point group, or pass an existing .npz path."
+        f"the 'kvae.{GROUP}' entry-point group, or pass an existing .npz path."
     )
     err.__cause__ = cause
     return err
 
 
 def _loader(name):
-    registry = _registry()
-    if registry is not None:
-        try:
-            return registry.get(GROUP, name)
-        except UnknownComponentError as err:
-            raise _unknown(name, sorted(registry.names(GROUP)), err) from err
-        except ConfigError as err:
-            known = sorted(registry.names(GROUP))
-            if any(k.endswith(":" + name) for k in known):
-                raise  # ambiguous: the registry's message says which qualified name to write
-            raise _unknown(name, known, err) from err  # not a valid name, e.g. "MNIST"
-    eps = _entry_points()
-    if name not in eps:
-        raise _unknown(name, sorted(eps))
-    ep = eps[name]
     try:
-        return ep.load()
-    except Exception as err:
-        dist = getattr(ep.dist, "name", "an unknown distribution")
-        raise PluginError(
-            f"Expected the data set {name!r} ({ep.value}, from {dist}) to import. Received: "
-            f"{type(err).__name__}: {err}. Reinstall or fix that package."
-        ) from err
+        return registry.get(GROUP, name)
+    except UnknownComponentError as err:
+        raise _unknown(name, names(), err) from err
+    except ConfigError as err:
+        known = names()
+        if any(k.endswith(":" + name) for k in known):
+            raise  # ambiguous: the registry's message says which qualified name to write
+        raise _unknown(name, known, err) from err  # not a valid name, e.g. "MNIST"
 
 
 def _looks_like_path(value):
