@@ -13,7 +13,7 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "kvae" / "_version.py").
 # kvae registers its own components exactly as a third-party package would: through these
 # entry points. kvae.registry lists them without importing anything.
 ENTRY_POINTS = {
-    "console_scripts": ["kvae = kvae.cli:main"],
+    "console_scripts": ["kvae = kvae_console:main"],
     "kvae.encoders": [
         "mlp = kvae.networks.mlp:MLPEncoder",
         "conv = kvae.networks.conv:ConvEncoder",
@@ -51,6 +51,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["kvae", "kvae.*"]),
+    py_modules=["kvae_console"],  # the console script, outside kvae so it runs first
     install_requires=[
         # TF 2.21 is the release kvae is built and tested on; TFP 0.25 is the release made for it
         # (TFP pins nothing itself, and older/newer TFP releases break against other TF versions).

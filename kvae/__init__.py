@@ -7,9 +7,13 @@ TensorFlow Probability distributions.
     model.compile(optimizer="adam")
     model.fit(x_train, epochs=5, batch_size=128)
 
-The public API is what ``__all__`` lists. Importing kvae imports TensorFlow and registers
-kvae's Keras objects, so ``keras.models.load_model`` finds them; the ``kvae`` command line
-defers that import until a command needs it (its ``--help`` stays fast).
+The public API is what ``__all__`` lists: the classes and functions a user calls
+(``VAE``, ``load_model``, ``register``), kvae's errors, and its modules, each reachable as an
+attribute (``kvae.callbacks``, ``kvae.train``, ...; loaded on first use). Anything else is
+private. Importing kvae imports TensorFlow and registers kvae's Keras objects, so
+``keras.models.load_model`` finds them, except in the ``kvae`` console script (its module
+``kvae_console`` is imported first) or with ``KVAE_LAZY_IMPORT=1``: the command line imports
+TensorFlow only in the commands that need it, so its ``--help`` stays fast.
 """
 
 import importlib
@@ -38,7 +42,16 @@ _LAZY = {
     "heads": ("kvae.heads", None),
     "priors": ("kvae.priors", None),
     "networks": ("kvae.networks", None),
+    "callbacks": ("kvae.callbacks", None),
+    "config": ("kvae.config", None),
+    "distribute": ("kvae.distribute", None),
+    "evaluation": ("kvae.evaluation", None),
+    "plots": ("kvae.plots", None),
+    "testing": ("kvae.testing", None),
+    "train": ("kvae.train", None),
 }
+# What registers kvae's Keras objects (the rest import TensorFlow for nothing else).
+_KERAS_MODULES = ("VAE", "heads", "priors", "networks")
 
 __all__ = [
     "__version__",
@@ -68,19 +81,13 @@ def __dir__():
     return sorted(__all__)
 
 
-def _imported_by_cli():
-    """True for the ``kvae`` script and ``python -m kvae``: they import TensorFlow only in the
-    commands that need it, so ``--help`` stays fast."""
-    if os.environ.get("KVAE_LAZY_IMPORT") == "1":
-        return True
-    if os.path.basename(sys.argv[0] or "") in ("kvae", "kvae.exe"):
-        return True
-    argv = list(getattr(sys, "orig_argv", ()))
-    return any(a == "-m" and b == "kvae" for a, b in zip(argv, argv[1:], strict=False))
+def _lazy():
+    """True in the ``kvae`` console script and with ``KVAE_LAZY_IMPORT=1``."""
+    return "kvae_console" in sys.modules or os.environ.get("KVAE_LAZY_IMPORT") == "1"
 
 
-if not _imported_by_cli():
+if not _lazy():
     # Register every Keras serializable of kvae now, so keras.models.load_model works.
-    for _name in _LAZY:
+    for _name in _KERAS_MODULES:
         __getattr__(_name)
     del _name

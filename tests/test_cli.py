@@ -426,3 +426,24 @@ def test_failed_start_leaves_no_run_dir(tmp_path):
     assert result.exit_code == 1 and "hidden" in result.output, result.output
     _no_traceback(result)
     assert not run.exists()
+
+
+def test_every_advertised_module_is_reachable_from_import_kvae():
+    """README's Python API: kvae.callbacks, kvae.train, kvae.evaluation, kvae.plots (and
+    every other name of __all__) are attributes of the package after `import kvae`."""
+    code = (
+        "import json, kvae\n"
+        "ok = {n: getattr(kvae, n) is not None for n in kvae.__all__}\n"
+        "api = [kvae.callbacks.TensorBoard, kvae.callbacks.KLWarmup, kvae.train.train,\n"
+        "       kvae.evaluation.evaluate, kvae.plots, kvae.testing.check_likelihood]\n"
+        "print(json.dumps({'all': ok, 'api': len(api), 'dir': sorted(dir(kvae))}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KVAE_LAZY_IMPORT"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(result["all"].values()) and result["api"] == 6
+    for name in ("callbacks", "train", "evaluation", "plots", "VAE", "load_model"):
+        assert name in result["all"] and name in result["dir"]
