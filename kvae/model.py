@@ -71,6 +71,7 @@ class VAE(keras.Model):
         input_shape=None,
         **kwargs,
     ):
+        arguments = dict(locals())
         super().__init__(**kwargs)
         if input_shape is not None:
             warnings.warn(
@@ -109,25 +110,15 @@ class VAE(keras.Model):
         # finite applies no gradient and leaves the metrics alone; counted in skipped_steps.
         self.skip_nonfinite = False
         self.seed = seed
-        given = dict(
-            encoder=encoder,
-            decoder=decoder,
-            posterior=posterior,
-            likelihood=likelihood,
-            prior=prior,
-        )
-        extra = dict(
-            encoder=encoder_kwargs,
-            decoder=decoder_kwargs,
-            posterior=posterior_kwargs,
-            likelihood=likelihood_kwargs,
-            prior=prior_kwargs,
-        )
         self._specs = {}
-        for slot in SLOTS:
+        for slot in SLOTS:  # each slot's argument and its `<slot>_kwargs`
             build_args = {slot.shape_arg: getattr(self, slot.shape_arg)}
             layer, spec = _make_component(
-                slot.name, slot.group, given[slot.name], extra[slot.name], build_args
+                slot.name,
+                slot.group,
+                arguments[slot.name],
+                arguments[f"{slot.name}_kwargs"],
+                build_args,
             )
             setattr(self, slot.attribute, layer)
             self._specs[slot.name] = spec
