@@ -101,7 +101,7 @@ def test_nan_in_the_reconstruction_stops_with_term_and_step(tmp_path):
     assert "learning rate too high" in message and "[0, 1]" in message  # usual causes
     checkpoint = tmp_path / "checkpoints" / "last.keras"
     assert str(checkpoint) in message and "after epoch 1, step 8" in message
-    assert model.stop_training
+    assert int(model.optimizer.iterations.numpy()) == 9  # stopped at once: no step after it
     _assert_last_good(tmp_path, epoch=1, step=8)
 
 
@@ -127,7 +127,7 @@ def _assert_last_good(run_dir, epoch, step):
     loaded = kvae.load_model(run_dir / "checkpoints" / "last.keras")
     assert all(np.all(np.isfinite(w)) for w in loaded.get_weights())
     assert loaded.evaluate(X, verbose=0, return_dict=True)["loss"] < np.inf
-    backup = _state(run_dir / "backup" / "state.json")
+    backup = _state(run_dir / "backup" / "training_metadata.json")
     assert backup["step"] <= step
     assert not (run_dir / "history.csv").read_text().count("nan")
 
@@ -182,7 +182,13 @@ def test_nan_through_the_command_line(tmp_path):
     assert isinstance(result.exception, SystemExit)  # a clean exit, not a traceback
     assert "Training stopped at epoch 1/3" in result.output
     assert "learning rate too high" in result.output
-    assert json.loads((run / "run.json").read_text())["status"] != "finished"
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "failed", info
+    assert (
+        info["reason"].startswith("Training stopped at epoch 1/3")
+        and "learning rate" in info["reason"]
+    )
+    assert info["resume"] == f"kvae train --resume {run}"
 
 
 # ----- on_nan="skip" ----------------------------------------------------------------------
