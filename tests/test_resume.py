@@ -84,6 +84,13 @@ def _history(run_dir):
         return list(csv.DictReader(f))
 
 
+def _rows_written(run_dir):
+    try:
+        return len(_history(run_dir))
+    except OSError:
+        return 0
+
+
 def _wait_and_signal(proc, ready, sig, timeout=TIMEOUT):
     """Poll ``ready()`` until true, then send ``sig`` to ``proc``; return what ready gave."""
     start = time.monotonic()
@@ -164,7 +171,7 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
         text=True,
     )
     try:
-        _wait_and_signal(proc, (run / "history.csv").exists, signal.SIGINT)
+        _wait_and_signal(proc, lambda: _rows_written(run), signal.SIGINT)  # after epoch 1
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

@@ -218,8 +218,12 @@ class TensorBoard(keras.callbacks.Callback):
         from tensorboard.plugins.hparams import api as hp
 
         trial = self.trial_id or os.path.basename(os.path.dirname(os.path.abspath(self.log_dir)))
+        values = dict(self.hparams)
+        if "steps_per_execution" in values and self.model is not None:
+            # What runs: kvae.VAE.fit may have moved it to a divisor of the steps per epoch.
+            values["steps_per_execution"] = int(self.model.steps_per_execution or 1)
         with self._writer(".").as_default():
-            hp.hparams(_hparam_values(self.hparams), trial_id=trial, start_time_secs=time.time())
+            hp.hparams(_hparam_values(values), trial_id=trial, start_time_secs=time.time())
 
     def log_metrics(self, metrics, step=None, prefix="test/"):
         """Write final metrics (e.g. the test set's) as ``<prefix><name>`` scalars in the
