@@ -482,6 +482,7 @@ class _History(keras.callbacks.CSVLogger):
         if self._run.chief and os.path.exists(path):
             found = resume_state(self._run.run_dir) if self.resume else None
             _keep_history(path, found["epoch"] if found else 0)
+        os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
         super().on_train_begin(logs)
 
 
