@@ -67,6 +67,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -170,6 +171,32 @@ def _write(path, write, *, suffix=None, previous=None):
 
 def _write_json(path, data, *, previous=None):
     _write(path, lambda tmp: _files.write_json(tmp, data), previous=previous)
+
+
+def _write_weights(model, path):
+    """What ``model.save_weights(path)`` writes, without HDF5 ever writing to the disk: HDF5
+    writing straight to a failing disk (full, or over a file-size limit) can crash the
+    process, so the weights are taken from a ``.keras`` archive, whose HDF5 part Keras builds
+    in memory and writes through a Python file (a full disk is then an ordinary OSError)."""
+
+    def write(tmp):
+        archive = tmp[: -len(".weights.h5")] + ".keras"
+        try:
+            try:
+                model.save(archive)
+            except OSError:
+                raise
+            except Exception:  # noqa: BLE001 - a config Keras cannot save: the weights only
+                model.save_weights(tmp)
+                return
+            with zipfile.ZipFile(archive) as zf, zf.open("model.weights.h5") as src:
+                with open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(archive)
+
+    _write(path, write, suffix=".weights.h5")
 
 
 def _read_state(path):
@@ -447,7 +474,7 @@ class _Backup(keras.callbacks.BackupAndRestore):
         weights = os.path.join(folder, BACKUP_WEIGHTS_FILE)
         step = _step(self.model)
         try:
-            _write(weights, self.model.save_weights, suffix=".weights.h5")
+            _write_weights(self.model, weights)
             _write_json(
                 os.path.join(folder, BACKUP_STATE_FILE),
                 {

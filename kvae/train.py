@@ -590,6 +590,7 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
             epochs_completed=epochs_done,
             # What ran: VAE.fit may move it to a divisor of the steps per epoch.
             steps_per_execution=int(model.steps_per_execution or 1),
+            replicas=int(model.distribute_strategy.num_replicas_in_sync),
             data_shape=list(arrays.input_shape),
         )
     return RunResult(
