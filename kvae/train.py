@@ -509,11 +509,12 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
 
     initial_epoch = 0
     found = resume_state(run_dir) if config.resume else None
+    resumed_at = int(found["epoch"]) if found is not None else 0
     if found is not None and found["kind"] == "checkpoint":
         # No backup (a run written before backups were kept): its checkpoint, and its epoch.
         model.optimizer.build(model.trainable_variables)
         model.load_weights(found["source"])
-        initial_epoch = int(found["epoch"])
+        initial_epoch = resumed_at
     # The sampling state a freshly built (or loaded) model starts from: the test metrics are
     # computed from it, so evaluating the saved model reproduces them exactly.
     initial_seed_state = keras.ops.convert_to_numpy(model.seed_generator.state)
@@ -574,7 +575,7 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
             )
             metrics["log_likelihood"] = float(np.mean(ll))
             metrics["log_likelihood_num_samples"] = config.eval_num_samples
-        epochs_done = history.epoch[-1] + 1 if history.epoch else initial_epoch
+        epochs_done = history.epoch[-1] + 1 if history.epoch else resumed_at
         metrics["train_seconds"] = train_seconds
         metrics["epochs_completed"] = epochs_done
         _files.write_json(os.path.join(out, METRICS_FILE), metrics)

@@ -415,3 +415,35 @@ def test_backup_steps_saves_every_n_steps_not_every_batch(tmp_path):
         callbacks=[*training_callbacks(tmp_path, backup_steps=5), counter],
     )
     assert counter.writes == 6
+
+
+def test_any_error_in_training_marks_the_run_failed(tmp_path):
+    """Not only a NaN: whatever raises out of training leaves run.json saying "failed", with
+    the reason and the resume command (and the SIGINT handler given back)."""
+    from kvae.config import TrainConfig
+    from kvae.train import train
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("the cooling failed")
+
+    config = TrainConfig(
+        dataset="digits",
+        max_train_examples=64,
+        max_test_examples=16,
+        batch_size=32,
+        epochs=3,
+        validation="none",
+        image_every=0,
+        projector=False,
+        eval_num_samples=0,
+        jit=False,
+    )
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="the cooling failed"):
+        train(config, run, callbacks=[Boom()], verbose=0)
+    info = _read_json(run / "run.json")
+    assert info["status"] == "failed" and info["reason"] == "RuntimeError: the cooling failed"
+    assert info["resume"] == f"kvae train --resume {run}" and "finished" in info
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert resume_state(run)["epoch"] == 1  # the backup of epoch 1's end was written first
