@@ -58,6 +58,7 @@ on a shared file system.
 
 import contextlib
 import csv
+import io
 import os
 import re
 import shlex
@@ -384,8 +385,9 @@ def _keep_history(path, epochs):
         with contextlib.suppress(OSError):
             os.remove(path)
         return
-    lines = [",".join(header)] + [",".join(row) for row in kept]
-    _write(path, lambda tmp: _files.write_text(tmp, "\n".join(lines) + "\n"))
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\r\n").writerows([header, *kept])  # CSVLogger's dialect
+    _write(path, lambda tmp: _files.write_text(tmp, text.getvalue()))
 
 
 class _Checkpoint(keras.callbacks.Callback):

@@ -453,12 +453,32 @@ def test_resume_a_finished_run_trains_longer_or_says_it_is_finished(run_dir, tmp
     # call to a divisor of 4 (2 or 4): run.json records the one that ran, not the 3 asked.
     assert info["steps_per_execution"] in (2, 4), info
     assert json.loads((run / "config.json").read_text())["steps_per_execution"] == 3
+    assert _hparam(run / "logs", "steps_per_execution") == info["steps_per_execution"]
     with open(run / "history.csv") as f:
         assert [row.split(",")[0] for row in f.read().split()[1:]] == ["0", "1", "2"]
     from kvae.saving import load_model
 
     model = load_model(run / "checkpoints" / "last.keras")
     assert int(model.optimizer.iterations.numpy()) == 3 * 4  # 2 epochs before, 1 now
+
+
+def _hparam(log_dir, name):
+    """The value of hparam ``name`` in the latest hparams session written under ``log_dir``."""
+    import glob
+
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    found = []
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(
+                        value.metadata.plugin_data.content
+                    )
+                    found.append((event.wall_time, data.session_start_info.hparams[name]))
+    return max(found, key=lambda pair: pair[0])[1].number_value
 
 
 def _one_step_update(tmp_path, name, *options):
