@@ -35,19 +35,23 @@ def check_writable(path, *, suffixes=None, what="output"):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path`` (with the same suffix, ``.weights.h5`` or
-    ``.keras`` included, as Keras insists); when the block succeeds the file is flushed to
-    disk (fsync) and renamed onto ``path``, and the rename is made durable (fsync of the
-    folder). On failure the temporary file is removed and ``path`` is left as it was.
+def atomic_path(path, *, suffix=None):
+    """Yield a temporary path beside ``path`` ending like it (everything after the name's
+    first dot: ``.weights.h5`` and ``.keras`` included, as Keras insists; or ``suffix``);
+    when the block succeeds the file is flushed to disk (fsync) and renamed onto ``path``,
+    and the rename is made durable (fsync of the folder). On failure the temporary file is
+    removed and ``path`` is left as it was.
 
     The one atomic writer of kvae: runs, checkpoints, the MNIST cache and exported files
     all write through it."""
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
-    stem, dot, suffix = name.lstrip(".").partition(".")
+    stem, dot, ext = name.lstrip(".").partition(".")
+    ext = dot + ext
+    if suffix is not None:
+        stem, ext = name[: -len(suffix)] if name.endswith(suffix) else name, suffix
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{dot}{suffix}", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
     except OSError as err:
         raise KvaeError(f"Cannot write {path!r}: {err.strerror or err}.") from None
     os.close(fd)
