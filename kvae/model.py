@@ -432,13 +432,20 @@ class VAE(keras.Model):
             per_replica_batch_size(self.distribute_strategy, batch_size)
         steps = -(-n // batch_size)
         per_call = steps_per_call(steps, int(self.steps_per_execution or 1))
+        # Under MultiWorkerMirroredStrategy, Keras 3.15 fails on the padded, repeated
+        # (x, x, weight) stream (a PerReplica value reaches convert_to_tensor): there each
+        # epoch is one plain pass of batches, which Keras shards over the workers itself.
+        plain = _multi_worker(self.distribute_strategy)
+        if plain:
+            per_call = None
+        weights = kwargs.pop("sample_weight", None)
         dataset = make_dataset(
             np.asarray(x, np.float32),  # as given: no uint8 rescaling here, unlike loaders
             batch_size,
             shuffle=kwargs.pop("shuffle", True),
             binarize=binarize,
-            sample_weight=kwargs.pop("sample_weight", None),
-            pad=True,
+            sample_weight=weights,
+            pad=not plain,
             repeat=per_call is not None,
             in_graph=replicated,
         )
