@@ -28,11 +28,12 @@ import inspect
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
 
-from kvae import _files
+from kvae import _files, _precision
 from kvae._version import __version__
 from kvae.config import TrainConfig
 from kvae.errors import ConfigError, DataError, KvaeError, ModelFileError, TrainingError
@@ -233,7 +234,7 @@ def build_model(config, input_shape, steps_per_epoch=None):
                 f"Received: free_bits={config.free_bits}."
             )
         kwargs["free_bits"] = config.free_bits
-    model = VAE(**kwargs)
+    model = VAE(**kwargs, dtype=_precision.policy(config.precision))
     model.compile(
         optimizer=_optimizer(config),
         jit_compile=config.jit,
@@ -391,6 +392,14 @@ def _write_run_file(run_dir, **fields):
     _files.write_json(path, info)
 
 
+def _compile_record(model):
+    """What ``compile`` chose (``jit`` may be "auto"): recorded in run.json and the hparams."""
+    choice = getattr(model, "compile_choice", None)
+    if choice is None:
+        return {"requested": None, "jit_compile": bool(model.jit_compile), "reason": "unknown"}
+    return choice.to_dict()
+
+
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -449,7 +458,13 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
         model = build_model(config, arrays.input_shape, steps_per_epoch=steps)
     _make_run_dir(run_dir)
     _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
-    _write_run_file(run_dir, status="running", started=_now(), versions=_versions())
+    compile_choice = _compile_record(model)
+    _write_run_file(
+        run_dir, status="running", started=_now(), versions=_versions(), compile=compile_choice
+    )
+    if verbose:
+        on = "on" if compile_choice["jit_compile"] else "off"
+        print(f"kvae: XLA {on} ({compile_choice['reason']})", file=sys.stderr)
     # The sampling state a freshly built (or loaded) model starts from: the test metrics are
     # computed from it, so evaluating the saved model reproduces them exactly.
     initial_seed_state = keras.ops.convert_to_numpy(model.seed_generator.state)
@@ -472,7 +487,7 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
         y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
         image_every=config.image_every,
         projector=config.projector,
-        hparams=config.to_dict(),
+        hparams={**config.to_dict(), "jit_compile": compile_choice["jit_compile"]},
         trial_id=os.path.basename(os.path.abspath(run_dir)),
     )
     all_callbacks = [tensorboard]

@@ -1,0 +1,47 @@
+"""``precision``: the Keras dtype policy a run's model is built under.
+
+``"float32"`` (default) or ``"bf16"`` (Keras' ``"mixed_bfloat16"``: layers compute in
+bfloat16, weights stay float32, kvae's heads and the loss compute in float32). In Python:
+``kvae.VAE(..., dtype="mixed_bfloat16")`` (or Keras' global policy set before building
+it); a saved model keeps its policy.
+
+When bf16 pays (measured with ``scripts/benchmark.py --precision bf16``, see the README):
+on CPUs with AMX / AVX512_BF16, TensorFlow's oneDNN convolutions run in bfloat16, so the
+conv path without XLA gains; the 784-512-2 MLP got slower (its GEMMs are small and the
+casts around them cost more than they save), with or without XLA. Not a default.
+"""
+
+import contextlib
+
+__all__ = ["PRECISIONS", "policy", "policy_scope", "scope"]
+
+PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16"}
+
+
+def policy(precision):
+    from kvae.errors import ConfigError
+
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"Expected `precision` to be one of {sorted(PRECISIONS)}. Received: "
+            f"precision={precision!r}."
+        )
+    return PRECISIONS[precision]
+
+
+@contextlib.contextmanager
+def policy_scope(name):
+    """Build layers under the Keras dtype policy ``name``; the global policy is restored."""
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def scope(precision):
+    """:func:`policy_scope` for a config's ``precision`` ("float32" or "bf16")."""
+    return policy_scope(policy(precision))
