@@ -7,8 +7,8 @@ it); a saved model keeps its policy.
 
 When bf16 pays (``scripts/compare_precision.py``; figures in the README): on CPUs with AMX /
 AVX512_BF16, TensorFlow's oneDNN convolutions run in bfloat16, so the conv path (no XLA)
-gained (1.17x, loaded machine); the 784-512-2 MLP got slower (0.78x: its GEMMs are small and
-the casts around them cost more than they save). Test nats stayed within the seed spread on
+gained (1.17x, loaded machine); the 784-512-2 MLP got slower (0.78x, XLA; with XLA off it was
+slower too, in a shorter check; the cause was not profiled). Test nats stayed within the seed spread on
 both. Not a default.
 """
 
