@@ -156,3 +156,26 @@ def test_cli_jit_flag_values_and_conflicts(tmp_path):
         result = CliRunner().invoke(main, [*base, *bad, "--run-dir", str(tmp_path / "bad")])
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         assert not (tmp_path / "bad").exists()
+
+
+def test_the_checked_in_table_agrees_with_the_rule():
+    """scripts/compile_mode_table.json (written by scripts/measure_compile_mode.py) is the
+    measurement behind the rule: where it shows a clear winner (more than 15% apart, beyond
+    the run-to-run noise of a shared machine), "auto" must pick it on a CPU. A re-measured
+    table that disagrees means the rule in kvae/_compile_mode.py must change."""
+    if ON_ACCELERATOR:
+        pytest.skip("the table is a CPU measurement")
+    import importlib.util
+    import pathlib
+
+    scripts = pathlib.Path(__file__).resolve().parents[1] / "scripts"
+    spec = importlib.util.spec_from_file_location("measure", scripts / "measure_compile_mode.py")
+    measure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measure)
+    table = json.loads((scripts / "compile_mode_table.json").read_text())
+    clear = [r for r in table["rows"] if abs(r["xla_over_no_xla"] - 1) > 0.15]
+    assert {r["shape"] for r in clear} >= {"mlp", "conv"}  # the two paths the rule is about
+    for row in clear:
+        model = kvae.VAE(input_shape=(28, 28, 1), **measure.SHAPES[row["shape"]]["model"])
+        choice = _compile_mode.resolve("auto", model)
+        assert choice.jit is (row["xla_over_no_xla"] > 1), (row, choice)
