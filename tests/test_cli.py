@@ -172,6 +172,42 @@ def test_evaluate_table(run_dir):
         assert text in result.stdout
 
 
+def test_evaluate_gaps_method_and_records(run_dir):
+    result = _kvae(
+        "evaluate",
+        run_dir,
+        "--method",
+        "quadrature",
+        "--gaps",
+        "--gap-examples",
+        6,
+        "--max-examples",
+        12,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)
+    assert m["log_likelihood_method"] == "quadrature" and m["gap_method"] == "quadrature"
+    assert m["gap_num_examples"] == 6
+    # The identity: inference = approximation + amortisation (per example, so in the means).
+    total = m["gap_approximation"] + m["gap_amortisation"]
+    assert m["gap_inference"] == pytest.approx(total, abs=1e-9)
+    assert m["gap_inference"] > 0 and m["gap_amortisation"] >= -3 * m["gap_amortisation_stderr"]
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["gap_inference"] == m["gap_inference"] and "elbo" in saved  # merged
+    table = _kvae("evaluate", run_dir, "--method", "auto", "--max-examples", 5)
+    assert table.exit_code == 0, table.output
+    assert "log p(x) (quadrature)" in table.stdout
+
+
+def test_evaluate_refuses_a_method_that_does_not_apply(run_dir):
+    result = _kvae("evaluate", run_dir, "--method", "exact")
+    assert result.exit_code != 0
+    _no_traceback(result)
+    assert "['iwae', 'quadrature', 'ais']" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_pictures(run_dir, tmp_path):
     # digits are 8x8: default scale 6, 1-pixel separators scaled too
     out = tmp_path / "s.png"

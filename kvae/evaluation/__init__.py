@@ -26,6 +26,7 @@ from kvae.evaluation.quadrature import (
     posterior_grid,
     quadrature_log_likelihood,
 )
+from kvae.evaluation.records import record_metrics
 from kvae.evaluation.result import LogLikelihood
 from kvae.evaluation.structure import applicable
 from kvae.evaluation.summary import (
@@ -60,5 +61,6 @@ __all__ = [
     "posterior_grid",
     "posterior_moments",
     "quadrature_log_likelihood",
+    "record_metrics",
     "simulate",
 ]
