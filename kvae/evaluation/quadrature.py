@@ -103,7 +103,7 @@ def _place(model, xb, centre, half, g, edge_tol, max_widen, what):
 
 
 def posterior_grid(
-    model, x, *, grid=None, num_sd=8.0, edge_tol=1e-7, max_widen=6, coarse=None, q=None
+    model, x, *, grid=None, num_sd=6.0, edge_tol=1e-6, max_widen=6, coarse=None, q=None
 ):
     """A :class:`PosteriorGrid` for a batch ``x`` (numpy), placed as the module docstring says.
     ``q`` (optional) is the posterior to start from; default ``model.encode(x)``."""
@@ -141,7 +141,7 @@ def _check(model, grid, num_sd, edge_tol, max_widen, batch_size):
 
 
 def quadrature_log_likelihood(
-    model, x, *, grid=None, num_sd=8.0, edge_tol=1e-7, max_widen=6, batch_size=None
+    model, x, *, grid=None, num_sd=6.0, edge_tol=1e-6, max_widen=6, batch_size=None
 ):
     """log p(x) per example by quadrature (latent_dim <= 3), a :class:`LogLikelihood`.
 
@@ -181,22 +181,33 @@ def quadrature_log_likelihood(
 
 
 def kl_to_posterior(model, x, q=None, **options):
-    """KL(q(z|x) || p(z|x)) per example, numpy ``(n,)``, on the posterior's grid.
+    """KL(q(z|x) || p(z|x)) per example, numpy ``(n,)``, by quadrature.
 
     KL = sum_i q(z_i) dV [log q(z_i) - log p(x, z_i)] + log p(x); ``q`` defaults to the
     encoder's q(z|x). Also returns q's mass on the grid (should be ~1: otherwise q reaches
-    where the posterior has no mass and the KL is underestimated)."""
+    where the grid does not reach). The grid covers the posterior's grid (placed as for
+    log p(x)) and q's own +-num_sd box, with ``grid`` points per axis (default: twice as fine
+    as log p(x)'s), and gives log p(x) too: KL and log p(x) come from one sum."""
     x = np.asarray(x, np.float32)
     q = model.encode(x) if q is None else q
-    pg = posterior_grid(model, x, **options)
-    lq = log_q(q, pg.z)
-    log_cell = np.sum(np.log(pg.spacing), axis=1)
+    grid = options.pop("grid", None) or 2 * DEFAULT_GRID[model.latent_dim] - 1
+    num_sd = options.get("num_sd", 6.0)
+    pg = posterior_grid(model, x, q=q, **options)
+    # One box holding both the posterior's grid and q's own +-num_sd box.
+    m_q, s_q = _q_moments(q)
+    lo = np.minimum(pg.z.min(axis=0), m_q - num_sd * s_q)
+    hi = np.maximum(pg.z.max(axis=0), m_q + num_sd * s_q)
+    z, spacing, _ = _grid_points((lo + hi) / 2, (hi - lo) / 2, grid)
+    lj = log_joint(model, x, z)
+    log_cell = np.sum(np.log(spacing), axis=1)
+    log_px = _logsumexp(lj) + log_cell
+    lq = log_q(q, z)
     qw = np.exp(lq + log_cell[None])
-    kl = np.sum(qw * (lq - pg.log_joint), axis=0) + pg.log_evidence
+    kl = np.sum(qw * (lq - lj), axis=0) + log_px
     return kl, qw.sum(axis=0)
 
 
-def elbo_quadrature(model, x, q=None, *, grid=None, num_sd=8.0):
+def elbo_quadrature(model, x, q=None, *, grid=None, num_sd=6.0):
     """ELBO(q) = E_q[log p(x, z) - log q(z|x)] per example on a grid placed on q itself."""
     x = np.asarray(x, np.float32)
     q = model.encode(x) if q is None else q
