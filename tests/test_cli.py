@@ -200,6 +200,14 @@ def test_evaluate_gaps_method_and_records(run_dir):
     assert "log p(x) (quadrature)" in table.stdout
 
 
+def test_plot_posterior(run_dir, tmp_path):
+    out = tmp_path / "posterior.png"
+    result = _kvae("plot", run_dir, "--kind", "posterior", "-n", 2, "-o", out)
+    assert result.exit_code == 0, result.output
+    h, w = _png_size(out)
+    assert h > w / 2 and f"Wrote {out}" in result.stdout
+
+
 def test_evaluate_refuses_a_method_that_does_not_apply(run_dir):
     result = _kvae("evaluate", run_dir, "--method", "exact")
     assert result.exit_code != 0

@@ -175,6 +175,8 @@ class TensorBoard(keras.callbacks.Callback):
         }
         if model.latent_dim == 2:
             images["manifold"] = plots.manifold(model, n=15)
+            # p(z|x) with q and q* over it (quadrature, a small L-BFGS per example): 3 images.
+            images["posterior"] = plots.posterior(model, self.x[:3], n=3)
         for name, grid in images.items():
             tf.summary.image(name, grid[None], step=step, max_outputs=1)
 

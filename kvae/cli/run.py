@@ -355,10 +355,11 @@ def encode(run_dir, output, max_examples):
 @_run_dir
 @click.option(
     "--kind",
-    type=click.Choice(["manifold", "latent"]),
+    type=click.Choice(["manifold", "latent", "posterior"]),
     required=True,
     help="manifold: images decoded over a grid of the latent space; latent: posterior means "
-    "of the test set coloured by label.",
+    "of the test set coloured by label; posterior: for --num test images, the true posterior "
+    "p(z|x) with q(z|x) and the per-example optimum q* over it (a slice above 2-D).",
 )
 @_output(None, ".png")
 @click.option(
@@ -371,11 +372,24 @@ def encode(run_dir, output, max_examples):
     help="Manifold above 2 latent dimensions: grid over the first two principal axes of the "
     "posterior means.",
 )
+@click.option(
+    "-n",
+    "--num",
+    "n",
+    type=click.IntRange(min=1, max=16),
+    default=4,
+    show_default=True,
+    help="Test images for --kind posterior.",
+)
 @_max_examples(5000)
-def plot(run_dir, kind, output, grid, method, max_examples):
+def plot(run_dir, kind, output, grid, method, n, max_examples):
     """The Keras VAE example's figures: the decoded manifold of a 2-D latent space (grid by
     the inverse normal CDF, Kingma & Welling) or the scatter of posterior means by label
-    (a PCA projection above 2 dimensions, stated in the title)."""
+    (a PCA projection above 2 dimensions, stated in the title); or, with --kind posterior,
+    the true posterior p(z|x) of each of --num test images as filled contours, with q(z|x)
+    (solid) and the per-example optimum q* (dashed) at 1 and 2 standard deviations over it,
+    titled with log p(x), the ELBO and KL(q || p(z|x)) (a slice along q's two widest
+    directions above 2-D)."""
     from kvae import plots
 
     output = output or f"{kind}.png"
@@ -393,6 +407,9 @@ def plot(run_dir, kind, output, grid, method, max_examples):
             )
         x = _test_data(config, max_examples)[0] if method else None
         size = plots.plot_manifold(model, output, n=grid, method=method, x=x)
+    elif kind == "posterior":
+        x, _ = _test_data(config, n)
+        size = plots.posterior(model, x, output, n=n)
     else:
         x, y = _test_data(config, max_examples)
         size = plots.plot_latent(model, x, y, output)
