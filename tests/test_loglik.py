@@ -70,13 +70,15 @@ def test_quadrature_equals_exact(linear, x, exact):
     assert np.max(ll.info["resolution_error"]) < 1e-3
 
 
-def test_quadrature_widens_a_grid_placed_too_narrow(linear, x, exact):
-    """num_sd=0.5 puts the first grid on half a standard deviation: the edge check must widen
-    it (doubling) until the mass is inside, and the answer is still exact."""
+def test_quadrature_widens_a_narrow_grid_or_refuses(linear, x, exact):
+    """num_sd=0.5 asks for a fine grid of half a standard deviation: the placement must still
+    reach the posterior's mass (the coarse pass's extent, then doubling) and give the exact
+    answer; a mass requirement that cannot be met without widening is refused, never
+    truncated."""
     ll = linear.log_likelihood(x[:8], method="quadrature", num_sd=0.5, max_widen=8)
     np.testing.assert_allclose(ll.estimate, exact[:8], atol=1e-4)
     with pytest.raises(ConfigError, match="edge"):
-        linear.log_likelihood(x[:8], method="quadrature", num_sd=0.5, max_widen=0)
+        linear.log_likelihood(x[:8], method="quadrature", edge_tol=1e-200, max_widen=0)
 
 
 def test_ais_within_three_standard_errors_of_exact(linear, x, exact):
