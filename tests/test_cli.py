@@ -469,3 +469,10 @@ def test_failed_start_leaves_no_run_dir(tmp_path):
     assert result.exit_code == 1 and "hidden" in result.output, result.output
     _no_traceback(result)
     assert not run.exists()
+
+
+def test_evaluate_help_lists_methods_and_gaps():
+    result = _kvae("evaluate", "--help")
+    assert result.exit_code == 0
+    for text in ("iwae|exact|quadrature|ais|auto", "--gaps", "--gap-examples", "--ais-chains"):
+        assert text in result.output
