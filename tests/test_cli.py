@@ -195,6 +195,19 @@ def test_evaluate_gaps_method_and_records(run_dir):
     assert m["gap_inference"] > 0 and m["gap_amortisation"] >= -3 * m["gap_amortisation_stderr"]
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["gap_inference"] == m["gap_inference"] and "elbo" in saved  # merged
+    # ... and into TensorBoard's top-level run, where the hparams dashboard reads metrics.
+    import glob
+
+    import tensorflow as tf
+
+    tags = {}
+    for path in glob.glob(str(run_dir / "logs" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag.startswith("test/"):
+                    tags[value.tag] = float(tf.make_ndarray(value.tensor))
+    assert tags["test/gap_inference"] == pytest.approx(m["gap_inference"], rel=1e-6)
+    assert "test/gap_amortisation_stderr" in tags
     table = _kvae("evaluate", run_dir, "--method", "auto", "--max-examples", 5)
     assert table.exit_code == 0, table.output
     assert "log p(x) (quadrature)" in table.stdout
