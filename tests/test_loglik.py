@@ -209,3 +209,18 @@ def test_nan_estimate_is_reported_with_its_index():
     with pytest.warns(RuntimeWarning, match=r"indices \[1\]"):
         assert np.isnan(res.mean())
     assert res.summary()["log_likelihood_nan_examples"] == [1]
+
+
+def test_a_nan_model_reports_indices_not_a_silent_mean(x):
+    """A decoder weight that is NaN makes log p(x|z) NaN for every example: each method
+    returns NaN estimates that LogLikelihood names by index, and evaluate() lists them."""
+    model = _linear(epochs=1)
+    head = model.likelihood_head.projection
+    w, b = head.get_weights()
+    b[0] = np.nan
+    head.set_weights([w, b])
+    for method, options in (("quadrature", {}), ("iwae", {"num_samples": 3})):
+        res = evaluation.log_likelihood(model, x[:5], method=method, **options)
+        assert res.nan_indices == [0, 1, 2, 3, 4], method
+    m = evaluation.evaluate(model, x[:5], num_samples=3, method="quadrature")
+    assert m["log_likelihood_nan_examples"] == [0, 1, 2, 3, 4] and np.isnan(m["log_likelihood"])

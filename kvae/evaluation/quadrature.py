@@ -90,11 +90,13 @@ def _place(model, xb, centre, half, g, edge_tol, max_widen, what):
     for _ in range(max_widen + 1):
         z, spacing, idx = _grid_points(centre, half, g)
         grid = PosteriorGrid(z, log_joint(model, xb, z), spacing, idx, g)
-        bad = ~(grid.edge_mass <= edge_tol)
+        # A non-finite log p(x, z) is reported as a NaN estimate for its example (by index,
+        # see LogLikelihood.nan_indices), not widened for.
+        bad = (grid.edge_mass > edge_tol) & np.isfinite(grid.log_evidence)
         if not bad.any():
             return grid
         half = np.where(bad[:, None], 2.0 * half, half)
-    worst = int(np.argmax(np.where(np.isfinite(grid.edge_mass), grid.edge_mass, np.inf)))
+    worst = int(np.argmax(np.where(bad, grid.edge_mass, -np.inf)))
     raise ConfigError(
         f"Expected the {what} quadrature grid to hold the posterior mass. Received: after "
         f"{max_widen} doublings, {grid.edge_mass[worst]:.3g} of the mass (> edge_tol="
