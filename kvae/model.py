@@ -350,7 +350,18 @@ class VAE(keras.Model):
     def train_step(self, data):
         x, weights = _unpack(data)
         grads, terms, ok = self._replica_fn("train", self._gradients)(x, weights, self._step_seed())
-        self.optimizer.apply(grads, self.trainable_weights)
+        if self.skip_nonfinite and not _replicated(self.distribute_strategy):
+            # Zero gradients are not "no step": Adam's moments would still move the weights.
+            # A bad step applies nothing at all (weights, moments and iteration count stay).
+            tf.cond(
+                ok,
+                lambda: self.optimizer.apply(grads, self.trainable_weights) or tf.no_op(),
+                tf.no_op,
+            )
+        else:
+            # Under a replicated strategy the optimizer's merge_call cannot sit inside a
+            # tf.cond, so a bad step there applies zero gradients (docs/scaling.md).
+            self.optimizer.apply(grads, self.trainable_weights)
         if self.skip_nonfinite:
             self.skipped_steps.update_state(1.0 - tf.cast(ok, tf.float32))
         return self._update_metrics(terms, weights)
