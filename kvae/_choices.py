@@ -12,6 +12,8 @@ BINARIZE = (None, "static", "dynamic")
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 ON_NAN = ("stop", "skip")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+JIT = (True, False, "auto")
+PRECISIONS = ("float32", "bf16")
 
 # Training steps that one compiled call runs by default. At the Keras-example size
 # (784-512-2, batch 128) the step's arithmetic takes ~1.5 ms on a 2-core CPU, so the

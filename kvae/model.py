@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae import objectives, registry
+from kvae import _compile_mode, _precision, objectives, registry
 from kvae._checks import choice, positive_int, shape_tuple
 from kvae._choices import DEFAULT_STEPS_PER_EXECUTION, KL_METHODS, OBJECTIVES, SLOTS
 from kvae.errors import ConfigError, DataError, KvaeError, PluginError
@@ -113,13 +113,15 @@ class VAE(keras.Model):
         self._specs = {}
         for slot in SLOTS:  # each slot's argument and its `<slot>_kwargs`
             build_args = {slot.shape_arg: getattr(self, slot.shape_arg)}
-            layer, spec = _make_component(
-                slot.name,
-                slot.group,
-                arguments[slot.name],
-                arguments[f"{slot.name}_kwargs"],
-                build_args,
-            )
+            # Named components take the VAE's dtype policy (dtype="mixed_bfloat16": bf16).
+            with _precision.policy_scope(self.dtype_policy.name):
+                layer, spec = _make_component(
+                    slot.name,
+                    slot.group,
+                    arguments[slot.name],
+                    arguments[f"{slot.name}_kwargs"],
+                    build_args,
+                )
             setattr(self, slot.attribute, layer)
             self._specs[slot.name] = spec
         self.beta = keras.Variable(beta, dtype="float32", trainable=False, name="beta")
@@ -331,7 +333,18 @@ class VAE(keras.Model):
     def train_step(self, data):
         x, weights = _unpack(data)
         grads, terms, ok = self._replica_fn("train", self._gradients)(x, weights, self._step_seed())
-        self.optimizer.apply(grads, self.trainable_weights)
+        if self.skip_nonfinite and not _replicated(self.distribute_strategy):
+            # Zero gradients are not "no step": Adam's moments would still move the weights.
+            # A bad step applies nothing at all (weights, moments and iteration count stay).
+            tf.cond(
+                ok,
+                lambda: self.optimizer.apply(grads, self.trainable_weights) or tf.no_op(),
+                tf.no_op,
+            )
+        else:
+            # Under a replicated strategy the optimizer's merge_call cannot sit inside a
+            # tf.cond, so a bad step there applies zero gradients (docs/scaling.md).
+            self.optimizer.apply(grads, self.trainable_weights)
         if self.skip_nonfinite:
             self.skipped_steps.update_state(1.0 - tf.cast(ok, tf.float32))
         return self._update_metrics(terms, weights)
@@ -353,24 +366,33 @@ class VAE(keras.Model):
         self,
         optimizer="adam",
         *,
-        jit_compile=True,
+        jit_compile="auto",
         steps_per_execution=DEFAULT_STEPS_PER_EXECUTION,
         **kwargs,
     ):
-        """Like ``keras.Model.compile``, with kvae's defaults: Adam, XLA on (also on CPU and
-        under ``tf.distribute``, where Keras' ``"auto"`` would turn it off) and several
-        steps per compiled call. The loss is the model's own; pass no ``loss``."""
+        """Like ``keras.Model.compile``, with kvae's defaults: Adam, several steps per
+        compiled call, and ``jit_compile="auto"``, kvae's own measured rule (see
+        ``kvae._compile_mode``): XLA on GPU/TPU, and on CPU for dense models, off on CPU for
+        models with convolutions (also under ``tf.distribute``, where Keras' ``"auto"``
+        would turn XLA off). ``True``/``False`` force it; the choice and its reason are in
+        ``model.compile_choice``. The loss is the model's own; pass no ``loss``."""
         if kwargs.get("loss") is not None:
             raise ConfigError(
                 "Expected no `loss`: a VAE trains on its own negative ELBO. "
                 f"Received: loss={kwargs['loss']!r}. Set beta, objective or kl on the VAE instead."
             )
+        self.compile_choice = _compile_mode.resolve(
+            jit_compile, self, run_eagerly=bool(kwargs.get("run_eagerly"))
+        )
+        _compile_mode.log(self.compile_choice)
         super().compile(
             optimizer=optimizer,
-            jit_compile=jit_compile,
+            jit_compile=self.compile_choice.jit,
             steps_per_execution=steps_per_execution,
             **kwargs,
         )
+        # Saved models keep what was asked for ("auto" decides again where they are loaded).
+        self._compile_config.config["jit_compile"] = self.compile_choice.requested
         self._replica_fns = {}
         self._replica_jit = False
         strategy = self.distribute_strategy
@@ -532,49 +554,42 @@ class VAE(keras.Model):
         return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
 
     # ----- estimates --------------------------------------------------------------------
-    def log_likelihood(self, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None):
-        """Importance-weighted estimate of log p(x) per example (Burda et al. 2016), in nats.
+    def log_likelihood(
+        self,
+        x,
+        num_samples=1000,
+        batch_size=100,
+        chunk_size=None,
+        seed=None,
+        *,
+        method=None,
+        return_stderr=False,
+        **options,
+    ):
+        """Estimate of log p(x) per example, in nats.
 
-        ``num_samples`` = K importance samples per example; the estimate is a lower bound that
-        grows with K towards log p(x). Work is done in XLA-compiled chunks of at most
-        ``chunk_size`` samples (default: about 16k decoder rows per call), combined with
-        log-sum-exp, so K=5000 needs no more memory than K=chunk_size.
+        By default (no ``method``) the importance-weighted estimate with K = ``num_samples``
+        samples (Burda et al. 2016) as a numpy array: a lower bound that grows with K towards
+        log p(x), computed in XLA-compiled chunks of ``chunk_size`` samples.
+
+        With ``method`` (``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"``, ``"auto"``) or
+        ``return_stderr=True`` it returns a :class:`kvae.evaluation.LogLikelihood` with
+        per-example ``estimate`` and ``stderr``, the ``method`` used and diagnostics; method
+        options go in ``**options`` (see :func:`kvae.evaluation.log_likelihood`).
         """
-        num_samples = positive_int("num_samples", num_samples)
-        batch_size = positive_int("batch_size", batch_size)
-        self.check_data(x)
-        x = np.asarray(x, np.float32)
-        if chunk_size is None:
-            chunk_size = max(1, min(num_samples, 16384 // batch_size))
-        chunk_size = positive_int("chunk_size", chunk_size)
-        base = self._stateless_seed(seed)
-        fn = self._log_weights_fn()
-        out = []
-        for start in range(0, len(x), batch_size):
-            xb = tf.constant(x[start : start + batch_size])
-            batch_seed = tf.random.experimental.stateless_fold_in(base, start)
-            chunks = []
-            done = 0
-            while done < num_samples:
-                s = min(chunk_size, num_samples - done)
-                seed_i = tf.random.experimental.stateless_fold_in(batch_seed, done)
-                chunks.append(fn(xb, seed_i, s))
-                done += s
-            out.append(objectives.iwae_from_chunks(chunks).numpy())
-        return np.concatenate(out)
+        from kvae import evaluation
 
-    def _log_weights_fn(self):
-        if getattr(self, "_lw_fn", None) is None:
-
-            def log_weights(x, seed, s):
-                q = self.encode(x)
-                z = q.sample(s, seed=seed)
-                return objectives.log_weights(
-                    self.likelihood_head.prepare(x), q, self.prior.distribution(), self.decode, z
-                )
-
-            self._lw_fn = tf.function(log_weights, jit_compile=True, reduce_retracing=False)
-        return self._lw_fn
+        if method is None and not return_stderr:
+            if options:
+                raise ConfigError(f"Unexpected options {sorted(options)}: pass method=... too.")
+            return evaluation.iwae_log_likelihood(
+                self, x, num_samples, batch_size, chunk_size, seed
+            ).estimate
+        if (method or "iwae") == "iwae":
+            options.update(
+                num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size, seed=seed
+            )
+        return evaluation.log_likelihood(self, x, method=method or "iwae", **options)
 
     # ----- saving -----------------------------------------------------------------------
     def get_config(self):
@@ -595,6 +610,8 @@ class VAE(keras.Model):
             free_bits=self.free_bits,
             providers={s.name: self._specs[s.name]["provider"] for s in SLOTS},
         )
+        if self.dtype_policy.name != "float32":
+            config["dtype"] = self.dtype_policy.name
         return config
 
     @classmethod

@@ -35,12 +35,13 @@ import math
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 
 import numpy as np
 
-from kvae import _files, distribute
+from kvae import _files, _precision, distribute
 from kvae._choices import CHECKPOINT_DIR, SLOTS
 from kvae._version import __version__
 from kvae.checkpointing import (
@@ -231,7 +232,7 @@ def build_model(config, data_shape, steps_per_epoch=None):
     for slot in (s.name for s in SLOTS):
         kwargs[slot] = getattr(config, slot)
         kwargs[f"{slot}_kwargs"] = getattr(config, f"{slot}_kwargs") or None
-    model = VAE(**kwargs)
+    model = VAE(**kwargs, dtype=_precision.policy(config.precision))
     model.compile(
         optimizer=_optimizer(config),
         jit_compile=config.jit,
@@ -370,6 +371,14 @@ def _write_run_file(run_dir, **fields):
     _files.write_json(path, info)
 
 
+def _compile_record(model):
+    """What ``compile`` chose (``jit`` may be "auto"): recorded in run.json and the hparams."""
+    choice = getattr(model, "compile_choice", None)
+    if choice is None:
+        return {"requested": None, "jit_compile": bool(model.jit_compile), "reason": "unknown"}
+    return choice.to_dict()
+
+
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -451,7 +460,17 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
         if chief:
             _make_run_dir(run_dir)
             _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
-            _write_run_file(run_dir, status="running", started=_now(), versions=_versions())
+            _write_run_file(
+                run_dir,
+                status="running",
+                started=_now(),
+                versions=_versions(),
+                compile=_compile_record(model),
+            )
+        if verbose:
+            choice = _compile_record(model)
+            on = "on" if choice["jit_compile"] else "off"
+            print(f"kvae: XLA {on} ({choice['reason']})", file=sys.stderr)
         result = _train(config, model, arrays, run_dir, out, robust, list(callbacks), verbose)
         ending = None
         return result
@@ -488,6 +507,7 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
     from kvae.callbacks import KLWarmup, TensorBoard
     from kvae.datasets import make_dataset
 
+    compile_choice = _compile_record(model)
     initial_epoch = 0
     found = resume_state(run_dir) if config.resume else None
     resumed_at = int(found["epoch"]) if found is not None else 0
@@ -511,7 +531,7 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
         y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
         image_every=config.image_every,
         projector=config.projector,
-        hparams=config.to_dict(),
+        hparams={**config.to_dict(), "jit_compile": compile_choice["jit_compile"]},
         trial_id=os.path.basename(os.path.abspath(run_dir)),
     )
     all_callbacks = [tensorboard]
