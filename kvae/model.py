@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from kvae import objectives, registry
 from kvae._checks import choice, positive_int, shape_tuple
+from kvae._progress import Progress
 from kvae.errors import ConfigError, DataError, KvaeError, PluginError
 
 # The component slots of a VAE: (argument, registry group, default name).
@@ -455,13 +456,58 @@ class VAE(keras.Model):
             # Keras traces the step loop with this number: trace again.
             self.train_function = self.test_function = self.predict_function = None
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        **kwargs,
+    ):
+        """``keras.Model.evaluate`` after checking ``x``; its progress bar never counts past
+        the number of steps (Keras reports each compiled call as ``steps_per_execution``
+        steps, also the last, shorter one: 335/313 after ``fit`` moved it to 67)."""
         self.check_data(x)
-        return super().evaluate(x, y, *args, **kwargs)
+        callbacks = self._step_callbacks(x, batch_size, steps, callbacks, verbose)
+        return super().evaluate(
+            x,
+            y,
+            batch_size=batch_size,
+            verbose=verbose,
+            sample_weight=sample_weight,
+            steps=steps,
+            callbacks=callbacks,
+            **kwargs,
+        )
 
-    def predict(self, x, *args, **kwargs):
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         self.check_data(x)
-        return super().predict(x, *args, **kwargs)
+        callbacks = self._step_callbacks(x, batch_size, steps, callbacks, verbose)
+        return super().predict(
+            x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
+        )
+
+    def _step_callbacks(self, x, batch_size, steps, callbacks, verbose):
+        """The callbacks Keras would make, in a list that caps the reported step at the
+        last one; ``callbacks`` as given when they are a CallbackList already or the number
+        of steps is unknown."""
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return callbacks
+        total = _num_steps(x, batch_size, steps)
+        if total is None or int(self.steps_per_execution or 1) == 1:
+            return callbacks
+        return _LastStepCallbackList(
+            total,
+            callbacks,
+            add_progbar=verbose != 0,
+            verbose=verbose,
+            epochs=1,
+            steps=total,
+            model=self,
+        )
 
     def check_data(self, x, name="x"):
         """Raise DataError unless ``x`` fits this model: shape, finite, the likelihood's range.
@@ -520,13 +566,18 @@ class VAE(keras.Model):
         return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
 
     # ----- estimates --------------------------------------------------------------------
-    def log_likelihood(self, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None):
+    def log_likelihood(
+        self, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None, *, verbose=0
+    ):
         """Importance-weighted estimate of log p(x) per example (Burda et al. 2016), in nats.
 
         ``num_samples`` = K importance samples per example; the estimate is a lower bound that
         grows with K towards log p(x). Work is done in XLA-compiled chunks of at most
         ``chunk_size`` samples (default: about 16k decoder rows per call), combined with
         log-sum-exp, so K=5000 needs no more memory than K=chunk_size.
+
+        ``verbose``: 0 silent, 1 Keras' progress bar (one step per batch of examples, with the
+        time left), 2 one line when done, "auto" a bar when standard output is a terminal.
         """
         num_samples = positive_int("num_samples", num_samples)
         batch_size = positive_int("batch_size", batch_size)
@@ -538,17 +589,19 @@ class VAE(keras.Model):
         base = self._stateless_seed(seed)
         fn = self._log_weights_fn()
         out = []
-        for start in range(0, len(x), batch_size):
-            xb = tf.constant(x[start : start + batch_size])
-            batch_seed = tf.random.experimental.stateless_fold_in(base, start)
-            chunks = []
-            done = 0
-            while done < num_samples:
-                s = min(chunk_size, num_samples - done)
-                seed_i = tf.random.experimental.stateless_fold_in(batch_seed, done)
-                chunks.append(fn(xb, seed_i, s))
-                done += s
-            out.append(objectives.iwae_from_chunks(chunks).numpy())
+        with Progress(-(-len(x) // batch_size), verbose) as progress:
+            for start in range(0, len(x), batch_size):
+                xb = tf.constant(x[start : start + batch_size])
+                batch_seed = tf.random.experimental.stateless_fold_in(base, start)
+                chunks = []
+                done = 0
+                while done < num_samples:
+                    s = min(chunk_size, num_samples - done)
+                    seed_i = tf.random.experimental.stateless_fold_in(batch_seed, done)
+                    chunks.append(fn(xb, seed_i, s))
+                    done += s
+                out.append(objectives.iwae_from_chunks(chunks).numpy())
+                progress.advance()
         return np.concatenate(out)
 
     def _log_weights_fn(self):
@@ -774,3 +827,29 @@ def _require_component(slot, group, name, provider):
                 f"installed. Install it (pip install {dist}=={version}) and load again."
             ) from err
         raise ModelFileError(f"This model needs the {slot} {name!r}: {err}") from err
+
+
+def _num_steps(x, batch_size, steps):
+    """Steps of an evaluate/predict call as Keras counts them, or None when unknown."""
+    if steps is not None:
+        return int(steps)
+    if isinstance(x, tf.data.Dataset):
+        n = int(x.cardinality())
+        return n if n >= 0 else None
+    if _is_array(x):
+        return -(-int(x.shape[0]) // int(batch_size or 32))
+    return None
+
+
+class _LastStepCallbackList(keras.callbacks.CallbackList):
+    """Keras' CallbackList, reporting at most step ``total - 1`` at the end of a batch."""
+
+    def __init__(self, total, *args, **kwargs):
+        self._last_step = int(total) - 1
+        super().__init__(*args, **kwargs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(min(batch, self._last_step), logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        super().on_predict_batch_end(min(batch, self._last_step), logs)

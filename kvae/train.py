@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 from kvae import _files
+from kvae._progress import resolve_verbose
 from kvae._version import __version__
 from kvae.config import TrainConfig
 from kvae.errors import ConfigError, DataError, KvaeError, ModelFileError, TrainingError
@@ -503,18 +504,37 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
         model.save(tmp)
     model.seed_generator.state.assign(initial_seed_state)
     # The same call as kvae.evaluation.evaluate makes (arrays, the run's batch size).
+    eval_verbose = resolve_verbose("auto" if verbose == "auto" else min(int(verbose), 2))
+    seconds = {}
+    started = time.perf_counter()
+    _say(eval_verbose, f"Test set: ELBO of {len(arrays.x_test)} examples")
     scores = model.evaluate(
-        arrays.x_test, batch_size=config.batch_size, return_dict=True, verbose=0
+        arrays.x_test, batch_size=config.batch_size, return_dict=True, verbose=eval_verbose
     )
+    seconds["elbo"] = time.perf_counter() - started
     metrics = {k: float(v) for k, v in scores.items()}
     metrics["num_examples"] = int(len(arrays.x_test))
-    metrics.update(evaluation.latent_summary(model, arrays.x_test[:10000], seed=config.seed))
-    if config.eval_num_samples:
-        ll = model.log_likelihood(
-            arrays.x_test, num_samples=config.eval_num_samples, seed=config.seed
+    started = time.perf_counter()
+    _say(eval_verbose, "Test set: active units and KL per dimension")
+    metrics.update(
+        evaluation.latent_summary(
+            model, arrays.x_test[:10000], seed=config.seed, verbose=eval_verbose
         )
+    )
+    seconds["latent"] = time.perf_counter() - started
+    if config.eval_num_samples:
+        started = time.perf_counter()
+        _say(eval_verbose, f"Test set: log p(x), importance-weighted, K={config.eval_num_samples}")
+        ll = model.log_likelihood(
+            arrays.x_test,
+            num_samples=config.eval_num_samples,
+            seed=config.seed,
+            verbose=eval_verbose,
+        )
+        seconds["log_likelihood"] = time.perf_counter() - started
         metrics["log_likelihood"] = float(np.mean(ll))
         metrics["log_likelihood_num_samples"] = config.eval_num_samples
+    metrics["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     epochs_done = history.epoch[-1] + 1 if history.epoch else 0  # counts resumed epochs too
     metrics["train_seconds"] = train_seconds
     metrics["epochs_completed"] = epochs_done
@@ -536,6 +556,11 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
         metrics=metrics,
         config=config,
     )
+
+
+def _say(verbose, text):
+    if verbose:
+        print(text, flush=True)
 
 
 def _nan_history(history):

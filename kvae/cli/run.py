@@ -87,7 +87,12 @@ def evaluate(run_dir, num_samples, batch_size, max_examples, seed, as_json):
     x, _ = _test_data(config, max_examples)
     batch_size = batch_size or config.batch_size
     metrics = evaluation.evaluate(
-        model, x, num_samples=num_samples, batch_size=batch_size, seed=seed
+        model,
+        x,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        verbose=0 if as_json else "auto",  # a progress bar on a terminal only
     )
     if as_json:
         click.echo(json.dumps(metrics, sort_keys=True))
@@ -116,6 +121,10 @@ def _table(run_dir, m):
         more = " ..." if len(m["kl_per_dim"]) > 16 else ""
         rows.append(f"  KL per dimension     {shown}{more}")
     rows.append(f"    ({m['kl_per_dim_method']})")
+    names = {"elbo": "ELBO", "log_likelihood": "log p(x)", "latent": "latent units"}
+    took = ", ".join(f"{names.get(k, k)} {v:.1f} s" for k, v in m.get("seconds", {}).items())
+    if took:
+        rows.append(f"  time                 {took}")
     return "\n".join(rows)
 
 
@@ -129,12 +138,12 @@ def _scale_option():
     )
 
 
-def _save_grid(grid, model, output, scale):
+def _save_grid(grid, model, output, scale, **labels):
     from kvae import plots
 
     if scale is None:
         scale = plots.default_scale(plots.image_shape(model.data_shape)[0])
-    size = plots.save_grid(grid, output, scale=scale)
+    size = plots.save_grid(grid, output, scale=scale, **labels)
     _done(output, size)
 
 
@@ -188,14 +197,18 @@ def sample(run_dir, n, output, seed, scale):
 @_output("recon.png", ".png")
 @_scale_option()
 def reconstruct(run_dir, n, output, scale):
-    """Test images (odd rows) above their reconstructions (even rows)."""
+    """Test images (rows labelled "original") above their reconstructions (rows labelled
+    "reconstruction": the mean of p(x|z) at the posterior mean of z)."""
     from kvae import plots
 
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
     _require_images(model)
     x, _ = _test_data(config, n)
-    _save_grid(plots.reconstructions(model, x, n=n, ncols=min(8, n)), model, output, scale)
+    ncols = min(8, n)
+    grid = plots.reconstructions(model, x, n=n, ncols=ncols)
+    labels = {"row_labels": ["original", "reconstruction"], "rows": 2 * -(-len(x) // ncols)}
+    _save_grid(grid, model, output, scale, **labels)
 
 
 @click.command(
@@ -243,7 +256,7 @@ def encode(run_dir, output, max_examples):
     check_writable(output, suffixes=(".npz",), what="codes")
     config, model = _load(run_dir)
     x, y = _test_data(config, max_examples)
-    means, scales = posterior_moments(model, x)
+    means, scales = posterior_moments(model, x, verbose="auto")  # a bar on a terminal
     arrays = {"mean": means, "scale": scales}
     if y is not None:
         arrays["label"] = np.asarray(y)
