@@ -2,7 +2,9 @@
 likelihood head, with a prior, trained by Keras' own ``fit`` on the negative ELBO (or the
 importance-weighted bound)."""
 
+import difflib
 import gc
+import inspect
 import math
 
 import keras
@@ -794,9 +796,10 @@ def _make_component(slot, group, spec, kwargs, build_args):
     except KvaeError:
         raise
     except (TypeError, ValueError) as err:
+        hint = _unknown_kwargs_hint(factory, kwargs, build_args, slot)
         raise ConfigError(
             f"Could not build {slot} {spec!r} with arguments {sorted({**build_args, **kwargs})}: "
-            f"{err}. See `kvae plugins show {spec}` for its arguments."
+            f"{err}.{hint} See `kvae plugins show {spec}` for its arguments."
         ) from err
     if not isinstance(layer, keras.layers.Layer):
         raise PluginError(
@@ -810,6 +813,35 @@ def _make_component(slot, group, spec, kwargs, build_args):
         "kwargs": kwargs,
         "provider": [dist, version] if dist else None,
     }
+
+
+def _unknown_kwargs_hint(factory, kwargs, build_args, slot):
+    """ " Unknown <slot>_kwargs key 'hiden' (did you mean 'hidden'?)." for the keys that are
+    not named arguments of ``factory``, or "" when its signature cannot be read."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return ""
+    named = [
+        p.name
+        for p in params
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.name not in ("self", "cls")
+        and p.name not in build_args
+    ]
+    unknown = [k for k in kwargs if k not in named]
+    if not unknown:
+        return ""
+    described = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, named, n=1)
+        described.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    takes = ", ".join(named) or "none"
+    return (
+        f" Unknown `{slot}_kwargs` key{'s' if len(unknown) > 1 else ''}: "
+        f"{', '.join(described)}; its arguments are: {takes}."
+    )
 
 
 def _require_component(slot, group, name, provider):

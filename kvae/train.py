@@ -8,12 +8,15 @@
 
 A run directory holds::
 
-    run.json          kvae's marker: versions, status ("running"/"finished"), times, epochs
+    run.json          kvae's marker: versions, status of the run, times, epochs
     config.json       the resolved TrainConfig (TrainConfig.from_file reads it back)
     model.keras       the final model (written to a temporary name, then renamed)
     metrics.json      final test metrics: model.evaluate's loss/elbo/reconstruction/kl, active
-                      units, KL per dimension (see kvae.evaluation), training time
-    checkpoints/      per-epoch checkpoints (kvae.checkpointing when installed)
+                      units, KL per dimension (see kvae.evaluation), log p(x), training time
+                      and ``seconds``: how long each test estimate took
+    history.csv       one row per finished epoch (kvae.checkpointing)
+    checkpoints/      last.keras and state.json: the last checkpointed epoch
+    backup/           resumable state while training (removed when the run finishes)
     logs/             TensorBoard event files (kvae.callbacks.TensorBoard)
 
 The test metrics are computed with the model's sampling state reset to the one a freshly
@@ -473,7 +476,7 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
         y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
         image_every=config.image_every,
         projector=config.projector,
-        hparams=config.to_dict(),
+        hparams=_hparams_of(config),
         trial_id=os.path.basename(os.path.abspath(run_dir)),
     )
     all_callbacks = [tensorboard]
@@ -556,6 +559,17 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
         metrics=metrics,
         config=config,
     )
+
+
+# Config keys that say how a run is operated, not what model it trains: kept out of
+# TensorBoard's hparams table (which is for comparing models); config.json has them all.
+_OPERATIONAL_KEYS = ("image_every", "checkpoint_every", "projector", "resume", "on_nan", "jit")
+
+
+def _hparams_of(config):
+    """The hyperparameters of ``config`` for TensorBoard's hparams table: its keys without
+    :data:`_OPERATIONAL_KEYS`."""
+    return {k: v for k, v in config.to_dict().items() if k not in _OPERATIONAL_KEYS}
 
 
 def _say(verbose, text):

@@ -3,6 +3,7 @@ plot. Each checks its arguments (and that the output can be written) before it i
 TensorFlow, then calls kvae.train.load_run and kvae.evaluation / kvae.plots."""
 
 import json
+import os
 
 import click
 
@@ -15,13 +16,13 @@ _seed = click.option(
 )
 
 
-def _output(default, suffix, what="figure"):
+def _output(default, suffix, what="figure", shown=None):
     return click.option(
         "-o",
         "--output",
         type=click.Path(dir_okay=False),
         default=default,
-        show_default=True,
+        show_default=shown or True,
         help=f"Where to write the {what} ({suffix}; written to a temporary file, then renamed).",
     )
 
@@ -277,7 +278,7 @@ def encode(run_dir, output, max_examples):
     help="manifold: images decoded over a grid of the latent space; latent: posterior means "
     "of the test set coloured by label.",
 )
-@_output(None, ".png")
+@_output(None, ".png", shown="KIND.png in the current directory")
 @click.option(
     "--grid", type=click.IntRange(min=2), default=20, show_default=True, help="Manifold grid size."
 )
@@ -295,7 +296,7 @@ def plot(run_dir, kind, output, grid, method, max_examples):
     (a PCA projection above 2 dimensions, stated in the title)."""
     from kvae import plots
 
-    output = output or f"{kind}.png"
+    output = output or os.path.abspath(f"{kind}.png")  # say where the default went
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
     if kind == "manifold":
