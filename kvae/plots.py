@@ -378,6 +378,10 @@ def plot_latent(model, x, y, path, max_points=10000):
 
     Returns (height, width) in pixels."""
     path = check_writable(path, suffixes=(".png",), what="figure")
+    return _save_figure(_latent_figure(model, x, y, max_points), path)
+
+
+def _latent_figure(model, x, y, max_points=10000):
     x = np.asarray(x[:max_points], np.float32)
     points, description = latent_scatter_data(model, x)
     fig = _figure()
@@ -419,4 +423,4 @@ def plot_latent(model, x, y, path, max_points=10000):
         title = f"{description} (the data has no labels)"
     ax.set_title(f"{title}\n{len(points)} examples", fontsize=9)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return fig

@@ -127,6 +127,12 @@ def test_run_directory_layout(run_dir):
     for name in ("run.json", "config.json", "model.keras", "metrics.json"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "checkpoints").is_dir() and os.listdir(run_dir / "checkpoints")
+    # every file of a finished run is listed in `kvae train --help` (backup/ is removed at
+    # the end, the listing says so)
+    listing = _kvae("train", "--help").stdout
+    for name in os.listdir(run_dir):
+        assert f"{name}/" in listing if (run_dir / name).is_dir() else name in listing, name
+    assert "backup/" in listing and "removed when finished" in listing
     assert os.listdir(run_dir / "logs" / "train")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["dataset"] == "digits" and config["epochs"] == 2 and config["jit"] is False
@@ -157,6 +163,12 @@ def test_evaluate_json(run_dir):
     assert m["log_likelihood_num_samples"] == 20 and m["num_examples"] == 100
     for key in ("elbo", "reconstruction", "kl", "log_likelihood", "active_units", "kl_per_dim"):
         assert key in m
+    # how long each estimate took, in seconds (the same keys in metrics.json from training)
+    assert set(m["seconds"]) == {"elbo", "log_likelihood", "latent"}
+    assert all(0 <= v < 600 for v in m["seconds"].values())
+    saved = json.loads((run_dir / "metrics.json").read_text())  # eval_num_samples=0: no log p(x)
+    assert "log_likelihood" not in saved and set(saved["seconds"]) == {"elbo", "latent"}
+    assert all(0 <= v < 600 for v in saved["seconds"].values())
 
 
 def test_evaluate_table(run_dir):
@@ -168,8 +180,10 @@ def test_evaluate_table(run_dir):
         "log p(x) (IWAE K=5)",
         "active units",
         "30 test examples",
+        "time                 ELBO ",
     ):
         assert text in result.stdout
+    assert "━" not in result.stdout  # no progress bar when the output is not a terminal
 
 
 def test_pictures(run_dir, tmp_path):
@@ -180,7 +194,11 @@ def test_pictures(run_dir, tmp_path):
     out = tmp_path / "r.png"
     result = _kvae("reconstruct", run_dir, "-n", 8, "-o", out, "--scale", 2)
     assert result.exit_code == 0, result.output
-    assert _png_size(out) == (2 * (2 * 9 + 1), 2 * (8 * 9 + 1))
+    height, width = _png_size(out)  # a margin on the left labels the rows
+    assert height == 2 * (2 * 9 + 1) and width > 2 * (8 * 9 + 1) + 40
+    with Image.open(out) as image:
+        margin = np.asarray(image)[:, : width - 2 * (8 * 9 + 1)]
+    assert (margin < 128).sum() > 20  # the labels' text
     out = tmp_path / "i.png"
     assert (
         _kvae("interpolate", run_dir, "--rows", 2, "--steps", 5, "-o", out, "--scale", 1).exit_code
@@ -194,6 +212,22 @@ def test_pictures(run_dir, tmp_path):
         assert _png_size(out) == (800, 800)
         assert f"Wrote {out}" in result.stdout
     assert sorted(os.listdir(tmp_path)) == ["i.png", "latent.png", "manifold.png", "r.png", "s.png"]
+
+
+def test_plot_default_output_is_shown_and_reported(run_dir, tmp_path, monkeypatch):
+    assert "[default: (KIND.png in the current directory)]" in " ".join(
+        _kvae("plot", "--help").stdout.split()
+    )
+    monkeypatch.chdir(tmp_path)
+    result = _kvae("plot", run_dir, "--kind", "latent")
+    assert result.exit_code == 0, result.output
+    assert f"Wrote {tmp_path / 'latent.png'} (800 x 800 pixels)" in result.stdout
+    assert os.listdir(tmp_path) == ["latent.png"]
+
+
+def test_reconstruct_help_names_the_rows():
+    text = " ".join(_kvae("reconstruct", "--help").stdout.split())
+    assert '"original"' in text and '"reconstruction"' in text
 
 
 def test_encode(run_dir, tmp_path):
@@ -264,6 +298,40 @@ def test_unknown_component_is_named_before_data_is_loaded(tmp_path):
     result = _kvae("train", "--encoder", "resnett", "--run-dir", tmp_path / "run")
     assert result.exit_code == 1 and "'resnett'" in result.output and "mlp" in result.output
     _no_traceback(result)
+
+
+def test_unknown_likelihood_wording(tmp_path):
+    result = _kvae("train", "--likelihood", "gausian", "--run-dir", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "Error: Unknown likelihood 'gausian'. Did you mean 'gaussian'?" in result.output
+    assert "likelihoods name" not in result.output
+    assert "register" not in result.output  # no advice to register the misspelt name
+    result = _kvae("train", "--likelihood", "zzzz", "--run-dir", tmp_path / "run")
+    assert result.exit_code == 1 and "Unknown likelihood 'zzzz'." in result.output
+    assert "Did you mean" not in result.output
+    assert "register('likelihoods', 'my-name')" in result.output and "'zzzz')" not in result.output
+    _no_traceback(result)
+
+
+def test_unknown_kwargs_key_suggests_the_nearest_argument(tmp_path):
+    result = _kvae(
+        "train", *TINY, "--encoder-kwargs", '{"hiden": [8]}', "--run-dir", tmp_path / "run"
+    )
+    assert result.exit_code == 1
+    assert "Unknown `encoder_kwargs` key: 'hiden' (did you mean 'hidden'?)" in result.output
+    assert "its arguments are: hidden, activation" in result.output
+    assert len(result.output.strip().splitlines()[-1]) > 0 and "Error: " in result.output
+    _no_traceback(result)
+
+
+def test_plugins_show_gives_the_command_line_form():
+    result = _kvae("plugins", "show", "gaussian", "--group", "likelihoods")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "kvae.VAE(likelihood='gaussian', likelihood_kwargs={...})" in text
+    line = next(ln for ln in text.splitlines() if "kvae train --likelihood gaussian" in ln)
+    example = json.loads(line.split("--likelihood-kwargs ")[1].strip("'"))
+    assert example == {"scale": "fixed"}  # a real argument at its default, valid JSON
 
 
 def test_existing_run_dir_is_refused(run_dir):
