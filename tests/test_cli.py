@@ -1,8 +1,10 @@
 """The kvae command line: every command through click's CliRunner, bad input, the fast
 --help, and one end-to-end train -> evaluate -> sample -> plot in subprocesses."""
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,6 +141,29 @@ def test_run_directory_layout(run_dir):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "finished" and info["epochs_completed"] == 2
     assert not [n for n in os.listdir(run_dir) if n.startswith(".")]  # no temporary files
+
+
+def test_hparams_table_has_model_settings_not_operational_flags(run_dir):
+    import glob
+
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    keys = None
+    for path in glob.glob(str(run_dir / "logs" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(
+                        value.metadata.plugin_data.content
+                    )
+                    keys = set(data.session_start_info.hparams)
+    assert keys is not None, "no hparams session"
+    assert {"latent_dim", "beta", "learning_rate", "likelihood", "encoder"} <= keys
+    for flag in ("image_every", "checkpoint_every", "projector", "resume", "on_nan", "jit"):
+        assert flag not in keys, flag
+    config = json.loads((run_dir / "config.json").read_text())
+    assert "image_every" in config and "jit" in config  # config.json still has them all
 
 
 def test_metrics_json_matches_model_evaluate(run_dir):
@@ -426,6 +451,77 @@ def test_end_to_end_subprocess(tmp_path):
     assert _png_size(tmp_path / "samples.png") == (6 * (3 * 9 + 1), 6 * (3 * 9 + 1))
     run("plot", "run", "--kind", "latent", "-o", "latent.png")
     assert _png_size(tmp_path / "latent.png") == (800, 800)
+
+
+# TensorFlow's C++ log lines ("I0000 00:00:1795930010.880493 8192 port.cc:153] ...") and the
+# absl line printed before them; the timestamps and thread ids differ from run to run.
+_TF_LOG = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ ([\w.]+:\d+)\]|WARNING: All log)")
+
+
+def _tf_log_sources(stderr):
+    """The set of 'file.cc:line' (or 'absl') of TensorFlow's C++ log lines in ``stderr``."""
+    found = set()
+    for line in stderr.splitlines():
+        match = _TF_LOG.match(line)
+        if match:
+            found.add(match.group(1) or "absl")
+    return found
+
+
+@pytest.mark.slow  # four processes that each import TensorFlow: 20-60 s on 2 cores
+def test_start_up_logs_are_hidden_unless_verbose(run_dir, tmp_path):
+    """Through the installed script as a user runs it (no TF_CPP_MIN_LOG_LEVEL set)."""
+    import pty
+
+    exe = os.path.join(os.path.dirname(sys.executable), "kvae")
+    kvae = [exe] if os.path.exists(exe) else [sys.executable, "-m", "kvae"]
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KVAE_VERBOSE")}
+
+    def run(args, **kwargs):
+        return subprocess.run(
+            [*map(str, args)], text=True, cwd=tmp_path, env=env, check=False, **kwargs
+        )
+
+    # What TensorFlow itself prints on this machine, with kvae imported first: `import kvae`
+    # must not hide it (nor set TF_CPP_MIN_LOG_LEVEL behind a Python user's back).
+    code = "import os, kvae, tensorflow as tf; tf.zeros(1); print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+    out = run([sys.executable, "-c", code], capture_output=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "None"
+    baseline = _tf_log_sources(out.stderr)
+
+    # Default: only the command's own output; --json output is pure JSON (no progress bar).
+    args = ["evaluate", run_dir, "-k", 3, "--max-examples", 20]
+    out = run([*kvae, *args, "--json"], capture_output=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert _tf_log_sources(out.stderr) == set(), out.stderr[-2000:]
+    assert json.loads(out.stdout)["num_examples"] == 20
+
+    # On a terminal: progress bars with the time left, still no TensorFlow logs on stderr.
+    primary, secondary = pty.openpty()
+    try:
+        proc = run([*kvae, *args], stdout=secondary, stderr=subprocess.PIPE)
+        os.close(secondary)
+        chunks = []
+        with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+            while chunk := os.read(primary, 65536):
+                chunks.append(chunk)
+    finally:
+        os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _tf_log_sources(proc.stderr) == set(), proc.stderr[-2000:]
+    assert "log p(x): importance-weighted bound, K=3" in screen
+    assert "1/1" in screen and "━" in screen  # Keras' bar: 20 examples, batch 64: one step
+    assert "time                 ELBO" in screen
+
+    # -v (or KVAE_VERBOSE=1) shows TensorFlow's logs again: the same ones as a plain import.
+    if not baseline:
+        pytest.skip("TensorFlow prints no start-up logs on this machine: nothing to show")
+    out = run([*kvae, "-v", *args, "--json"], capture_output=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert baseline <= _tf_log_sources(out.stderr), out.stderr[-2000:]
+    assert json.loads(out.stdout)["num_examples"] == 20  # logs go to stderr only
 
 
 # ----- the Python API behind `kvae train` ------------------------------------------------------
