@@ -426,6 +426,7 @@ class VAE(keras.Model):
         steps per epoch, so that no compiled call runs across an epoch boundary.
         """
         self.check_data(x)
+        _add_truthful_progbar(kwargs)
         if _is_array(x) and _fast_path_ok(x, y, kwargs):
             n = int(x.shape[0])
             batch_size = min(int(batch_size or 32), n)
@@ -885,3 +886,26 @@ class _LastStepCallbackList(keras.callbacks.CallbackList):
 
     def on_predict_batch_end(self, batch, logs=None):
         super().on_predict_batch_end(min(batch, self._last_step), logs)
+
+
+class _TruthfulProgbarLogger(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, except that an epoch stopped early (Ctrl-C, a NaN stop, any
+    callback setting ``stop_training``) ends at the steps it ran, not at ``469/469``."""
+
+    def _finalize_progbar(self, logs):
+        stopped = getattr(self.model, "stop_training", False)
+        if stopped and self.target is not None and 0 < self.seen < self.target:
+            self.progbar.update(self.seen, list((logs or {}).items()), finalize=True)
+            return
+        super()._finalize_progbar(logs)
+
+
+def _add_truthful_progbar(kwargs):
+    """Put a :class:`_TruthfulProgbarLogger` into fit's callbacks where Keras would add its
+    own progress bar (verbose not 0, none given, not a ready CallbackList)."""
+    callbacks = kwargs.get("callbacks")
+    if kwargs.get("verbose", "auto") == 0 or isinstance(callbacks, keras.callbacks.CallbackList):
+        return
+    callbacks = list(callbacks or [])
+    if not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+        kwargs["callbacks"] = [*callbacks, _TruthfulProgbarLogger()]

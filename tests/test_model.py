@@ -308,3 +308,21 @@ def test_log_likelihood_progress_bar(capsys):
     assert capsys.readouterr().out == ""
     with pytest.raises(ConfigError, match="verbose"):
         model.log_likelihood(x, num_samples=2, verbose="loud")
+
+
+def test_a_stopped_epoch_shows_the_steps_it_ran(capsys):
+    """Ctrl-C or a NaN stop ends an epoch early: its bar must not read 469/469."""
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 >= 3:
+                self.model.stop_training = True
+
+    model = small_vae()
+    model.compile(jit_compile=False, steps_per_execution=1)
+    x = _binary(64, seed=6)
+    model.fit(x, batch_size=8, epochs=2, verbose=2, callbacks=[StopAt()], shuffle=False)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "/8" in ln]
+    assert len(lines) == 1 and lines[0].startswith("3/8"), lines  # one epoch line: 3 of 8
+    model.fit(x, batch_size=8, epochs=1, verbose=2)  # a complete epoch still reads 8/8
+    assert [ln[:3] for ln in capsys.readouterr().out.splitlines() if "/8" in ln] == ["8/8"]
