@@ -94,7 +94,7 @@ def main(verbose):
 
     \b
     Train, then inspect a run:
-      kvae train --dataset digits --epochs 20
+      kvae train --dataset digits --latent-dim 2 --epochs 300 --batch-size 32
       tensorboard --logdir runs/
       kvae evaluate runs/<run> --num-samples 5000
       kvae sample runs/<run> -n 64 -o samples.png

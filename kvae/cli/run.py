@@ -81,7 +81,11 @@ def _done(path, size=None):
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def evaluate(run_dir, num_samples, batch_size, max_examples, seed, as_json):
     """Test metrics of a run: ELBO, reconstruction, KL, the importance-weighted estimate of
-    log p(x) with K samples, active units and the KL per latent dimension (nats)."""
+    log p(x) with K samples, active units and the KL per latent dimension (nats), and the
+    seconds each took. On a terminal, progress bars show the time left.
+
+    With a continuous likelihood (gaussian, continuous-bernoulli) log p(x|z) is a log
+    density: a positive ELBO and a negative reconstruction term are normal there."""
     from kvae import evaluation
 
     config, model = _load(run_dir)
