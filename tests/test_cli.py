@@ -468,6 +468,20 @@ def _tf_log_sources(stderr):
     return found
 
 
+def test_quiet_import_hides_fd2_but_replays_it_when_the_import_fails(capfd):
+    from kvae.cli._quiet import _fd2_captured
+
+    with _fd2_captured():
+        os.write(2, b"C++ start-up note\n")
+    assert "C++ start-up note" not in capfd.readouterr().err
+    with pytest.raises(ImportError), _fd2_captured():
+        os.write(2, b"why the import failed\n")
+        raise ImportError("libfoo.so not found")
+    assert "why the import failed" in capfd.readouterr().err
+    os.write(2, b"after\n")  # file descriptor 2 is the real stderr again
+    assert capfd.readouterr().err == "after\n"
+
+
 @pytest.mark.slow  # four processes that each import TensorFlow: 20-60 s on 2 cores
 def test_start_up_logs_are_hidden_unless_verbose(run_dir, tmp_path):
     """Through the installed script as a user runs it (no TF_CPP_MIN_LOG_LEVEL set)."""
