@@ -28,8 +28,9 @@ def resolve_verbose(verbose):
 
 
 class Progress:
-    """``with Progress(total, verbose) as p: ... p.advance(n)``: a Keras progress bar over
-    ``total`` units (nothing at all when verbose resolves to 0)."""
+    """``p = Progress(total, verbose)`` (or ``with Progress(...) as p``), then
+    ``p.advance(n)``: a Keras progress bar over ``total`` units (nothing at all when verbose
+    resolves to 0)."""
 
     def __init__(self, total, verbose=0, unit_name="step"):
         self.verbose = resolve_verbose(verbose)
@@ -37,12 +38,12 @@ class Progress:
         self.unit_name = unit_name
         self.done = 0
         self._bar = None
-
-    def __enter__(self):
         if self.verbose:
             from keras.utils import Progbar
 
             self._bar = Progbar(self.total, verbose=self.verbose, unit_name=self.unit_name)
+
+    def __enter__(self):
         return self
 
     def advance(self, n=1):

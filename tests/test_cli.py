@@ -210,6 +210,63 @@ def test_evaluate_table(run_dir):
     assert "━" not in result.stdout  # no progress bar when the output is not a terminal
 
 
+def test_evaluate_gaps_method_and_records(run_dir):
+    result = _kvae(
+        "evaluate",
+        run_dir,
+        "--method",
+        "quadrature",
+        "--gaps",
+        "--gap-examples",
+        6,
+        "--max-examples",
+        12,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)
+    assert m["log_likelihood_method"] == "quadrature" and m["gap_method"] == "quadrature"
+    assert m["gap_num_examples"] == 6
+    # The identity: inference = approximation + amortisation (per example, so in the means).
+    total = m["gap_approximation"] + m["gap_amortisation"]
+    assert m["gap_inference"] == pytest.approx(total, abs=1e-9)
+    assert m["gap_inference"] > 0 and m["gap_amortisation"] >= -3 * m["gap_amortisation_stderr"]
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["gap_inference"] == m["gap_inference"] and "elbo" in saved  # merged
+    # ... and into TensorBoard's top-level run, where the hparams dashboard reads metrics.
+    import glob
+
+    import tensorflow as tf
+
+    tags = {}
+    for path in glob.glob(str(run_dir / "logs" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag.startswith("test/"):
+                    tags[value.tag] = float(tf.make_ndarray(value.tensor))
+    assert tags["test/gap_inference"] == pytest.approx(m["gap_inference"], rel=1e-6)
+    assert "test/gap_amortisation_stderr" in tags
+    table = _kvae("evaluate", run_dir, "--method", "auto", "--max-examples", 5)
+    assert table.exit_code == 0, table.output
+    assert "log p(x) (quadrature)" in table.stdout
+
+
+def test_plot_posterior(run_dir, tmp_path):
+    out = tmp_path / "posterior.png"
+    result = _kvae("plot", run_dir, "--kind", "posterior", "-n", 2, "-o", out)
+    assert result.exit_code == 0, result.output
+    h, w = _png_size(out)
+    assert h > w / 2 and f"Wrote {out}" in result.stdout
+
+
+def test_evaluate_refuses_a_method_that_does_not_apply(run_dir):
+    result = _kvae("evaluate", run_dir, "--method", "exact")
+    assert result.exit_code != 0
+    _no_traceback(result)
+    assert "['iwae', 'quadrature', 'ais']" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_pictures(run_dir, tmp_path):
     # digits are 8x8: default scale 6, 1-pixel separators scaled too
     out = tmp_path / "s.png"
@@ -693,3 +750,10 @@ def test_clip_norm_and_optimizer_shape_the_step(tmp_path):
     adam = _one_step_update(tmp_path, "adam", "--optimizer", "adam", "--learning-rate", "0.001")
     np.testing.assert_allclose(np.max(np.abs(adam)), 0.001, rtol=1e-3)
     assert np.linalg.norm(adam) > 10 * 0.001
+
+
+def test_evaluate_help_lists_methods_and_gaps():
+    result = _kvae("evaluate", "--help")
+    assert result.exit_code == 0
+    for text in ("iwae|exact|quadrature|ais|auto", "--gaps", "--gap-examples", "--ais-chains"):
+        assert text in result.output

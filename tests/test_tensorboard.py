@@ -127,7 +127,7 @@ def test_validation_run_scalars_histograms_images(run):
     for tag in ("posterior/mean", "posterior/scale", "posterior/mean_z0", "posterior/mean_z1"):
         assert events[tag][0] == "histograms", tag
     # image_every=2: epoch index 1 (the 2nd), and after the last epoch (index 2)
-    for tag in ("reconstructions", "samples", "traversal", "manifold"):
+    for tag in ("reconstructions", "samples", "traversal", "manifold", "posterior"):
         assert events[tag][0] == "images" and events[tag][1] == [1, 2], tag
 
 

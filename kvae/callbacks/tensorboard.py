@@ -14,7 +14,8 @@ Layout under ``log_dir`` (each folder is a TensorBoard run):
   pooled) and ``posterior/mean_z<u>`` (first units). Every ``image_every`` epochs (and after
   the last): images ``reconstructions`` (input rows over reconstruction rows), ``samples``
   (means of p(x|z), z from the prior, the same z every time), ``traversal`` (one unit varied
-  per row) and ``manifold`` (2-D latents only).
+  per row), and for 2-D latents ``manifold`` and ``posterior`` (p(z|x) of three examples with
+  q and q* over it, see kvae.plots.posterior).
 * ``.`` (``log_dir`` itself): the hparams session (the config passed as ``hparams``), the
   test metrics written by :meth:`TensorBoard.log_metrics` as ``test/<name>`` (and facts
   about the run such as ``train_seconds`` as the text table ``test/run``), and the
@@ -190,6 +191,8 @@ class TensorBoard(keras.callbacks.Callback):
         }
         if model.latent_dim == 2:
             images["manifold"] = plots.manifold(model, n=15)
+            # p(z|x) with q and q* over it (quadrature, a small L-BFGS per example): 3 images.
+            images["posterior"] = plots.posterior(model, self.x[:3], n=3)
         for name, grid in images.items():
             tf.summary.image(name, grid[None], step=step, max_outputs=1)
 

@@ -132,25 +132,47 @@ def _logsumexp(a, axis):
     return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(a - top), axis=axis))
 
 
-def evaluate(model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0):
+def evaluate(
+    model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0, method="iwae", **options
+):
     """Test metrics of ``model`` on ``x`` (numpy, already binarised if the model was trained on
     binary data). See the module docstring for each key.
 
     Args:
         num_samples: K of the importance-weighted estimate of log p(x) (>= 1; 5000 in Burda et
-            al.). Its cost is K decoder passes per example; 0 skips it.
+            al.). Its cost is K decoder passes per example; 0 skips log p(x) (any method).
         batch_size: examples per batch for ``model.evaluate`` and the log p(x) estimate.
         seed: seed of the estimate's samples.
-        verbose: 0 silent; 1 a titled progress bar with the time left for each estimate; 2
-            one line per estimate when it is done; "auto" 1 when standard output is a
-            terminal, else 0.
+        verbose: 0 silent; 1 a titled progress bar with the time left for each estimate (log
+            p(x) by importance sampling; the other methods show their title only); 2 one
+            line per estimate when it is done; "auto" 1 when standard output is a terminal,
+            else 0.
+        method: the log p(x) method (``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"``,
+            ``"auto"``, see :func:`kvae.evaluation.log_likelihood`); ``**options`` go to it.
+            The result says which method ran in ``log_likelihood_method``, with
+            ``log_likelihood_stderr`` (std over examples / sqrt(n)), ``log_likelihood_mc_stderr``
+            (root-mean-square of the per-example Monte Carlo errors) and
+            ``log_likelihood_nan_examples`` (indices of examples whose estimate is not finite).
     """
+    from kvae.evaluation.loglik import choose_method, log_likelihood
+
     if num_samples != 0:
         positive_int("num_samples", num_samples)
     batch_size = positive_int("batch_size", batch_size)
     verbose = resolve_verbose(verbose)
     x = np.asarray(x, np.float32)
     model.check_data(x)
+    chosen = choose_method(model, method) if num_samples else None
+    if chosen == "iwae":
+        options = dict(
+            options, num_samples=num_samples, batch_size=batch_size, seed=seed, verbose=verbose
+        )
+    elif chosen == "ais":
+        options = dict(options, seed=seed)
+    if chosen is not None:  # refuse bad options before the (long) model.evaluate
+        from kvae.evaluation.loglik import _check_options
+
+        _check_options(chosen, options)
     seconds = {}
     start = time.perf_counter()
     _title(verbose, f"ELBO of {len(x)} examples (model.evaluate, one latent sample each)")
@@ -162,17 +184,15 @@ def evaluate(model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0):
     }
     seconds["elbo"] = time.perf_counter() - start
     result["num_examples"] = int(len(x))
-    if num_samples:
+    if chosen is not None:
         start = time.perf_counter()
-        _title(verbose, f"log p(x): importance-weighted bound, K={num_samples}")
-        ll = model.log_likelihood(
-            x, num_samples=num_samples, batch_size=batch_size, seed=seed, verbose=verbose
-        )
+        what = f"importance-weighted bound, K={num_samples}" if chosen == "iwae" else chosen
+        _title(verbose, f"log p(x): {what}")
+        ll = log_likelihood(model, x, method=chosen, **options)
         seconds["log_likelihood"] = time.perf_counter() - start
-        result["log_likelihood"] = float(np.mean(ll))
-        stderr = np.std(ll, ddof=1) / np.sqrt(len(ll)) if len(ll) > 1 else float("nan")
-        result["log_likelihood_stderr"] = float(stderr)
-        result["log_likelihood_num_samples"] = int(num_samples)
+        result.update(ll.summary())
+        if chosen == "iwae":
+            result["log_likelihood_num_samples"] = int(num_samples)
     start = time.perf_counter()
     _title(verbose, "Active units and KL per dimension (posterior moments)")
     result.update(latent_summary(model, x, verbose=verbose))
