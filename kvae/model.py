@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae import objectives, registry
+from kvae import _compile_mode, _precision, objectives, registry
 from kvae._checks import choice, positive_int, shape_tuple
 from kvae.errors import ConfigError, DataError, KvaeError, PluginError
 
@@ -134,7 +134,11 @@ class VAE(keras.Model):
         )
         self._specs = {}
         for slot, group, _ in SLOTS:
-            layer, spec = _make_component(slot, group, given[slot], extra[slot], build_args[slot])
+            # Named components take the VAE's dtype policy (dtype="mixed_bfloat16": bf16).
+            with _precision.policy_scope(self.dtype_policy.name):
+                layer, spec = _make_component(
+                    slot, group, given[slot], extra[slot], build_args[slot]
+                )
             setattr(
                 self, slot if slot not in ("posterior", "likelihood") else slot + "_head", layer
             )
@@ -348,7 +352,18 @@ class VAE(keras.Model):
     def train_step(self, data):
         x, weights = _unpack(data)
         grads, terms, ok = self._replica_fn("train", self._gradients)(x, weights, self._step_seed())
-        self.optimizer.apply(grads, self.trainable_weights)
+        if self.skip_nonfinite and not _replicated(self.distribute_strategy):
+            # Zero gradients are not "no step": Adam's moments would still move the weights.
+            # A bad step applies nothing at all (weights, moments and iteration count stay).
+            tf.cond(
+                ok,
+                lambda: self.optimizer.apply(grads, self.trainable_weights) or tf.no_op(),
+                tf.no_op,
+            )
+        else:
+            # Under a replicated strategy the optimizer's merge_call cannot sit inside a
+            # tf.cond, so a bad step there applies zero gradients (docs/scaling.md).
+            self.optimizer.apply(grads, self.trainable_weights)
         if self.skip_nonfinite:
             self.skipped_steps.update_state(1.0 - tf.cast(ok, tf.float32))
         return self._update_metrics(terms, weights)
@@ -370,24 +385,33 @@ class VAE(keras.Model):
         self,
         optimizer="adam",
         *,
-        jit_compile=True,
+        jit_compile="auto",
         steps_per_execution=DEFAULT_STEPS_PER_EXECUTION,
         **kwargs,
     ):
-        """Like ``keras.Model.compile``, with kvae's defaults: Adam, XLA on (also on CPU and
-        under ``tf.distribute``, where Keras' ``"auto"`` would turn it off) and several
-        steps per compiled call. The loss is the model's own; pass no ``loss``."""
+        """Like ``keras.Model.compile``, with kvae's defaults: Adam, several steps per
+        compiled call, and ``jit_compile="auto"``, kvae's own measured rule (see
+        ``kvae._compile_mode``): XLA on GPU/TPU, and on CPU for dense models, off on CPU for
+        models with convolutions (also under ``tf.distribute``, where Keras' ``"auto"``
+        would turn XLA off). ``True``/``False`` force it; the choice and its reason are in
+        ``model.compile_choice``. The loss is the model's own; pass no ``loss``."""
         if kwargs.get("loss") is not None:
             raise ConfigError(
                 "Expected no `loss`: a VAE trains on its own negative ELBO. "
                 f"Received: loss={kwargs['loss']!r}. Set beta, objective or kl on the VAE instead."
             )
+        self.compile_choice = _compile_mode.resolve(
+            jit_compile, self, run_eagerly=bool(kwargs.get("run_eagerly"))
+        )
+        _compile_mode.log(self.compile_choice)
         super().compile(
             optimizer=optimizer,
-            jit_compile=jit_compile,
+            jit_compile=self.compile_choice.jit,
             steps_per_execution=steps_per_execution,
             **kwargs,
         )
+        # Saved models keep what was asked for ("auto" decides again where they are loaded).
+        self._compile_config.config["jit_compile"] = self.compile_choice.requested
         self._replica_fns = {}
         self._replica_jit = False
         strategy = self.distribute_strategy
@@ -633,6 +657,8 @@ class VAE(keras.Model):
             free_bits=self.free_bits,
             providers={slot: self._specs[slot]["provider"] for slot, _, _ in SLOTS},
         )
+        if self.dtype_policy.name != "float32":
+            config["dtype"] = self.dtype_policy.name
         return config
 
     @classmethod

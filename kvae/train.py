@@ -37,12 +37,13 @@ import math
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 
 import numpy as np
 
-from kvae import _files, distribute
+from kvae import _files, _precision, distribute
 from kvae._progress import resolve_verbose
 from kvae._version import __version__
 from kvae.checkpointing import (
@@ -256,7 +257,7 @@ def build_model(config, input_shape, steps_per_epoch=None):
                 f"Received: free_bits={config.free_bits}."
             )
         kwargs["free_bits"] = config.free_bits
-    model = VAE(**kwargs)
+    model = VAE(**kwargs, dtype=_precision.policy(config.precision))
     model.compile(
         optimizer=_optimizer(config),
         jit_compile=config.jit,
@@ -395,6 +396,14 @@ def _write_run_file(run_dir, **fields):
     _files.write_json(path, info)
 
 
+def _compile_record(model):
+    """What ``compile`` chose (``jit`` may be "auto"): recorded in run.json and the hparams."""
+    choice = getattr(model, "compile_choice", None)
+    if choice is None:
+        return {"requested": None, "jit_compile": bool(model.jit_compile), "reason": "unknown"}
+    return choice.to_dict()
+
+
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -472,7 +481,17 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
         if chief:
             _make_run_dir(run_dir)
             _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
-            _write_run_file(run_dir, status="running", started=_now(), versions=_versions())
+            _write_run_file(
+                run_dir,
+                status="running",
+                started=_now(),
+                versions=_versions(),
+                compile=_compile_record(model),
+            )
+        if verbose:
+            choice = _compile_record(model)
+            on = "on" if choice["jit_compile"] else "off"
+            print(f"kvae: XLA {on} ({choice['reason']})", file=sys.stderr)
         result = _train(config, model, arrays, run_dir, out, robust, list(callbacks), verbose)
         ending = None
         return result
@@ -509,6 +528,7 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
     from kvae.callbacks import KLWarmup, TensorBoard
     from kvae.datasets import make_dataset
 
+    compile_choice = _compile_record(model)
     initial_epoch = 0
     found = resume_state(run_dir) if config.resume else None
     resumed_at = int(found["epoch"]) if found is not None else 0
@@ -539,7 +559,8 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
         y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
         image_every=config.image_every,
         projector=config.projector,
-        hparams=_hparams_of(config),
+        # The model settings, and what compile chose (the `jit` flag itself is operational).
+        hparams={**_hparams_of(config), "jit_compile": compile_choice["jit_compile"]},
         trial_id=os.path.basename(os.path.abspath(run_dir)),
     )
     all_callbacks = [tensorboard]

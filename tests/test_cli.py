@@ -100,7 +100,14 @@ def test_train_help_lists_every_config_option():
         assert option in text
     for option in ("--num-samples", "--epochs", "--batch-size", "--learning-rate", "--seed"):
         assert option in text
-    for option in ("--jit / --no-jit", "--run-dir", "--resume", "--strategy", "--binarize"):
+    for option in (
+        "--jit [on|off|auto]",
+        "--no-jit",
+        "--run-dir",
+        "--resume",
+        "--strategy",
+        "--binarize",
+    ):
         assert option in text
 
 

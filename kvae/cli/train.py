@@ -5,7 +5,15 @@ import os
 
 import click
 
-from kvae.config import BINARIZE, KL_METHODS, ON_NAN, OPTIMIZERS, STRATEGIES, TrainConfig
+from kvae.config import (
+    BINARIZE,
+    KL_METHODS,
+    ON_NAN,
+    OPTIMIZERS,
+    PRECISIONS,
+    STRATEGIES,
+    TrainConfig,
+)
 
 _DEFAULTS = TrainConfig()
 
@@ -95,6 +103,12 @@ _OPTIONS = [
         click.IntRange(min=1),
         "Steps per compiled call.",
     ),
+    (
+        ("--precision",),
+        "precision",
+        click.Choice(PRECISIONS),
+        "float32, or bf16 (Keras' mixed_bfloat16; pays for convolutions on AMX CPUs).",
+    ),
     (("--binarize",), "binarize", click.Choice(["none", *BINARIZE[1:]]), "Binarise the data."),
     (
         ("--validation",),
@@ -162,8 +176,14 @@ def _add_options(func):
 )
 @_add_options
 @click.option(
-    "--jit/--no-jit", "jit", default=None, help="XLA-compile the training step.  [default: jit]"
+    "--jit",
+    "jit",
+    type=click.Choice(["on", "off", "auto"]),
+    default=None,
+    help="XLA-compile the training step: on, off, or auto (kvae's measured rule: on for GPU/TPU "
+    "and dense models, off for convolutions on CPU).  [default: auto]",
 )
+@click.option("--no-jit", "no_jit", is_flag=True, default=False, help="The same as --jit off.")
 @click.option(
     "--projector/--no-projector",
     "projector",
@@ -214,6 +234,13 @@ def train(config_file, run_dir, resume_dir, progress, **options):
     from kvae.train import default_run_dir, finished_epochs, finished_message, load_config
     from kvae.train import train as run_training
 
+    no_jit = options.pop("no_jit")
+    if no_jit and options.get("jit") not in (None, "off"):
+        raise click.UsageError(f"Expected --no-jit or --jit {options['jit']}, not both.")
+    if no_jit:
+        options["jit"] = "off"
+    if options.get("jit") is not None:
+        options["jit"] = {"on": True, "off": False, "auto": "auto"}[options["jit"]]
     overrides = {k: v for k, v in options.items() if v is not None}
     if overrides.get("binarize") == "none":
         overrides["binarize"] = None
