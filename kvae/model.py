@@ -2,6 +2,7 @@
 likelihood head, with a prior, trained by Keras' own ``fit`` on the negative ELBO (or the
 importance-weighted bound)."""
 
+import difflib
 import gc
 import inspect
 import math
@@ -433,6 +434,7 @@ class VAE(keras.Model):
         binarises the examples as ``make_dataset`` does.
         """
         self.check_data(x)
+        _add_truthful_progbar(kwargs)
         if _is_array(x) and _fast_path_ok(x, y, kwargs):
             return self._fit_arrays(x, batch_size, epochs, binarize, kwargs)
         if binarize is not None:
@@ -489,13 +491,58 @@ class VAE(keras.Model):
             # Keras traces the step loop with this number: trace again.
             self.train_function = self.test_function = self.predict_function = None
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        **kwargs,
+    ):
+        """``keras.Model.evaluate`` after checking ``x``; its progress bar never counts past
+        the number of steps (Keras reports each compiled call as ``steps_per_execution``
+        steps, also the last, shorter one: 335/313 after ``fit`` moved it to 67)."""
         self.check_data(x)
-        return super().evaluate(x, y, *args, **kwargs)
+        callbacks = self._step_callbacks(x, batch_size, steps, callbacks, verbose)
+        return super().evaluate(
+            x,
+            y,
+            batch_size=batch_size,
+            verbose=verbose,
+            sample_weight=sample_weight,
+            steps=steps,
+            callbacks=callbacks,
+            **kwargs,
+        )
 
-    def predict(self, x, *args, **kwargs):
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         self.check_data(x)
-        return super().predict(x, *args, **kwargs)
+        callbacks = self._step_callbacks(x, batch_size, steps, callbacks, verbose)
+        return super().predict(
+            x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
+        )
+
+    def _step_callbacks(self, x, batch_size, steps, callbacks, verbose):
+        """The callbacks Keras would make, in a list that caps the reported step at the
+        last one; ``callbacks`` as given when they are a CallbackList already or the number
+        of steps is unknown."""
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return callbacks
+        total = _num_steps(x, batch_size, steps)
+        if total is None or int(self.steps_per_execution or 1) == 1:
+            return callbacks
+        return _LastStepCallbackList(
+            total,
+            callbacks,
+            add_progbar=verbose != 0,
+            verbose=verbose,
+            epochs=1,
+            steps=total,
+            model=self,
+        )
 
     def check_data(self, x, name="x"):
         """Raise DataError unless ``x`` fits this model: shape, finite, the likelihood's range.
@@ -564,6 +611,7 @@ class VAE(keras.Model):
         *,
         method=None,
         return_stderr=False,
+        verbose=0,
         **options,
     ):
         """Estimate of log p(x) per example, in nats.
@@ -576,6 +624,10 @@ class VAE(keras.Model):
         ``return_stderr=True`` it returns a :class:`kvae.evaluation.LogLikelihood` with
         per-example ``estimate`` and ``stderr``, the ``method`` used and diagnostics; method
         options go in ``**options`` (see :func:`kvae.evaluation.log_likelihood`).
+
+        ``verbose`` (importance sampling): 0 silent, 1 Keras' progress bar (one step per batch
+        of examples, with the time left), 2 one line when done, "auto" a bar when standard
+        output is a terminal.
         """
         from kvae import evaluation
 
@@ -583,11 +635,15 @@ class VAE(keras.Model):
             if options:
                 raise ConfigError(f"Unexpected options {sorted(options)}: pass method=... too.")
             return evaluation.iwae_log_likelihood(
-                self, x, num_samples, batch_size, chunk_size, seed
+                self, x, num_samples, batch_size, chunk_size, seed, verbose=verbose
             ).estimate
         if (method or "iwae") == "iwae":
             options.update(
-                num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size, seed=seed
+                num_samples=num_samples,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                seed=seed,
+                verbose=verbose,
             )
         return evaluation.log_likelihood(self, x, method=method or "iwae", **options)
 
@@ -716,9 +772,10 @@ def _make_component(slot, group, spec, kwargs, build_args):
     except KvaeError:
         raise
     except (TypeError, ValueError) as err:
+        hint = _unknown_kwargs_hint(factory, kwargs, build_args, slot)
         raise ConfigError(
             f"Could not build {slot} {spec!r} with arguments {sorted({**build_args, **kwargs})}: "
-            f"{err}. See `kvae plugins show {spec}` for its arguments."
+            f"{err}.{hint} See `kvae plugins show {spec}` for its arguments."
         ) from err
     if not isinstance(layer, keras.layers.Layer):
         raise PluginError(
@@ -755,6 +812,35 @@ def _old_shape_keyword(slot, factory, build_args):
     return {"event_shape": build_args["data_shape"]}
 
 
+def _unknown_kwargs_hint(factory, kwargs, build_args, slot):
+    """ " Unknown <slot>_kwargs key 'hiden' (did you mean 'hidden'?)." for the keys that are
+    not named arguments of ``factory``, or "" when its signature cannot be read."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return ""
+    named = [
+        p.name
+        for p in params
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.name not in ("self", "cls")
+        and p.name not in build_args
+    ]
+    unknown = [k for k in kwargs if k not in named]
+    if not unknown:
+        return ""
+    described = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, named, n=1)
+        described.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    takes = ", ".join(named) or "none"
+    return (
+        f" Unknown `{slot}_kwargs` key{'s' if len(unknown) > 1 else ''}: "
+        f"{', '.join(described)}; its arguments are: {takes}."
+    )
+
+
 def _require_component(slot, group, name, provider):
     """Before rebuilding a saved model, make sure its component can be imported."""
     from kvae.errors import ModelFileError, UnknownComponentError
@@ -770,3 +856,52 @@ def _require_component(slot, group, name, provider):
                 f"installed. Install it (pip install {dist}=={version}) and load again."
             ) from err
         raise ModelFileError(f"This model needs the {slot} {name!r}: {err}") from err
+
+
+def _num_steps(x, batch_size, steps):
+    """Steps of an evaluate/predict call as Keras counts them, or None when unknown."""
+    if steps is not None:
+        return int(steps)
+    if isinstance(x, tf.data.Dataset):
+        n = int(x.cardinality())
+        return n if n >= 0 else None
+    if _is_array(x):
+        return -(-int(x.shape[0]) // int(batch_size or 32))
+    return None
+
+
+class _LastStepCallbackList(keras.callbacks.CallbackList):
+    """Keras' CallbackList, reporting at most step ``total - 1`` at the end of a batch."""
+
+    def __init__(self, total, *args, **kwargs):
+        self._last_step = int(total) - 1
+        super().__init__(*args, **kwargs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(min(batch, self._last_step), logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        super().on_predict_batch_end(min(batch, self._last_step), logs)
+
+
+class _TruthfulProgbarLogger(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, except that an epoch stopped early (Ctrl-C, a NaN stop, any
+    callback setting ``stop_training``) ends at the steps it ran, not at ``469/469``."""
+
+    def _finalize_progbar(self, logs):
+        stopped = getattr(self.model, "stop_training", False)
+        if stopped and self.target is not None and 0 < self.seen < self.target:
+            self.progbar.update(self.seen, list((logs or {}).items()), finalize=True)
+            return
+        super()._finalize_progbar(logs)
+
+
+def _add_truthful_progbar(kwargs):
+    """Put a :class:`_TruthfulProgbarLogger` into fit's callbacks where Keras would add its
+    own progress bar (verbose not 0, none given, not a ready CallbackList)."""
+    callbacks = kwargs.get("callbacks")
+    if kwargs.get("verbose", "auto") == 0 or isinstance(callbacks, keras.callbacks.CallbackList):
+        return
+    callbacks = list(callbacks or [])
+    if not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+        kwargs["callbacks"] = [*callbacks, _TruthfulProgbarLogger()]

@@ -15,10 +15,11 @@ A run directory holds::
     config.json       the resolved TrainConfig (TrainConfig.from_file reads it back)
     model.keras       the final model (written to a temporary name, then renamed)
     metrics.json      final test metrics: model.evaluate's loss/elbo/reconstruction/kl, active
-                      units, KL per dimension (see kvae.evaluation), training time
-    checkpoints/      the last checkpoint (kvae.checkpointing)
-    backup/           the state a resume starts from (kvae.checkpointing)
-    history.csv       one row per epoch (kvae.checkpointing)
+                      units, KL per dimension (see kvae.evaluation), log p(x), training time
+                      and ``seconds``: how long each test estimate took
+    history.csv       one row per finished epoch (kvae.checkpointing)
+    checkpoints/      last.keras and state.json: the last checkpointed epoch
+    backup/           the state a resume starts from while training (kvae.checkpointing)
     logs/             TensorBoard event files (kvae.callbacks.TensorBoard)
 
 Under several workers only the chief writes the run directory; the others write the same files
@@ -43,6 +44,7 @@ import numpy as np
 
 from kvae import _files, _precision, distribute
 from kvae._choices import CHECKPOINT_DIR, SLOTS
+from kvae._progress import resolve_verbose
 from kvae._version import __version__
 from kvae.checkpointing import (
     release_callbacks,
@@ -531,7 +533,8 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
         y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
         image_every=config.image_every,
         projector=config.projector,
-        hparams={**config.to_dict(), "jit_compile": compile_choice["jit_compile"]},
+        # The model settings, and what compile chose (the `jit` flag itself is operational).
+        hparams={**_hparams_of(config), "jit_compile": compile_choice["jit_compile"]},
         trial_id=os.path.basename(os.path.abspath(run_dir)),
     )
     all_callbacks = [tensorboard]
@@ -559,18 +562,35 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
             model.save(tmp)
         model.seed_generator.state.assign(initial_seed_state)
         # The same call as kvae.evaluation.evaluate makes (arrays, the run's batch size).
+        eval_verbose = resolve_verbose("auto" if verbose == "auto" else min(int(verbose), 2))
+        seconds = {}
+        started = time.perf_counter()
+        _say(eval_verbose, f"Test set: ELBO of {len(arrays.x_test)} examples")
         scores = model.evaluate(
-            arrays.x_test, batch_size=config.batch_size, return_dict=True, verbose=0
+            arrays.x_test, batch_size=config.batch_size, return_dict=True, verbose=eval_verbose
         )
+        seconds["elbo"] = time.perf_counter() - started
         metrics = {k: float(v) for k, v in scores.items()}
         metrics["num_examples"] = int(len(arrays.x_test))
-        metrics.update(evaluation.latent_summary(model, arrays.x_test[:10000], seed=config.seed))
-        if config.eval_num_samples:
-            ll = model.log_likelihood(
-                arrays.x_test, num_samples=config.eval_num_samples, seed=config.seed
+        started = time.perf_counter()
+        _say(eval_verbose, "Test set: active units and KL per dimension")
+        metrics.update(
+            evaluation.latent_summary(
+                model, arrays.x_test[:10000], seed=config.seed, verbose=eval_verbose
             )
+        )
+        seconds["latent"] = time.perf_counter() - started
+        if config.eval_num_samples:
+            started = time.perf_counter()
+            k = config.eval_num_samples
+            _say(eval_verbose, f"Test set: log p(x), importance-weighted, K={k}")
+            ll = model.log_likelihood(
+                arrays.x_test, num_samples=k, seed=config.seed, verbose=eval_verbose
+            )
+            seconds["log_likelihood"] = time.perf_counter() - started
             metrics["log_likelihood"] = float(np.mean(ll))
             metrics["log_likelihood_num_samples"] = config.eval_num_samples
+        metrics["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
         epochs_done = history.epoch[-1] + 1 if history.epoch else resumed_at
         metrics["train_seconds"] = train_seconds
         metrics["epochs_completed"] = epochs_done
@@ -597,6 +617,22 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
         metrics=metrics,
         config=config,
     )
+
+
+# Config keys that say how a run is operated, not what model it trains: kept out of
+# TensorBoard's hparams table (which is for comparing models); config.json has them all.
+_OPERATIONAL_KEYS = ("image_every", "checkpoint_every", "projector", "resume", "on_nan", "jit")
+
+
+def _hparams_of(config):
+    """The hyperparameters of ``config`` for TensorBoard's hparams table: its keys without
+    :data:`_OPERATIONAL_KEYS`."""
+    return {k: v for k, v in config.to_dict().items() if k not in _OPERATIONAL_KEYS}
+
+
+def _say(verbose, text):
+    if verbose:
+        print(text, flush=True)
 
 
 def load_test_data(config):

@@ -134,7 +134,9 @@ def test_train_records_the_choice_in_the_run_directory_and_hparams(tmp_path):
     assert run["compile"]["requested"] == "auto"
     assert run["compile"]["jit_compile"] is ON_ACCELERATOR is result.model.jit_compile
     hparams = _hparams(str(tmp_path / "run" / "logs"))
-    assert hparams["jit"].string_value == "auto"
+    # The hparams table shows what compile chose; the requested flag ("auto") is operational
+    # (issue 12) and stays in config.json and run.json, checked above.
+    assert "jit" not in hparams
     assert hparams["jit_compile"].bool_value is ON_ACCELERATOR
 
 

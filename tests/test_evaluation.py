@@ -126,3 +126,20 @@ def test_kl_per_dim_of_a_three_component_mixture_matches_quadrature(digits):
     # A wrong marginal (the first component alone) would be far off.
     one = np.log(sds[0] / s) + (s**2 + (mu - locs[0]) ** 2) / (2 * sds[0] ** 2) - 0.5
     assert np.abs(one.mean(axis=0) - exact).max() > 0.2
+
+
+def test_evaluate_progress_and_timings(digits, capsys):
+    _, xt = digits
+    model = _model(latent_dim=2)
+    quiet = evaluation.evaluate(model, xt, num_samples=4, batch_size=32)
+    assert capsys.readouterr().out == ""  # verbose=0 (the default) prints nothing
+    assert set(quiet["seconds"]) == {"elbo", "log_likelihood", "latent"}
+    assert all(0 <= v < 300 for v in quiet["seconds"].values())
+    evaluation.evaluate(model, xt, num_samples=4, batch_size=32, verbose=2)
+    out = capsys.readouterr().out
+    # a title and one line per estimate: 64 examples = 2 batches of 32; 1 encoder batch
+    assert "ELBO of 64 examples" in out and "K=4" in out and "Active units" in out
+    assert out.count("2/2") == 2 and "1/1" in out
+    # encoding alone (kvae encode) counts its batches too
+    evaluation.posterior_moments(model, xt, batch_size=16, verbose=2)
+    assert "4/4" in capsys.readouterr().out

@@ -210,14 +210,27 @@ def _add_options(func):
     help="Keras' progress bar, one line per epoch, or nothing.",
 )
 def train(config_file, run_dir, resume_dir, progress, **options):
-    """Train a VAE and write a run directory (config, model, checkpoints, TensorBoard logs,
-    test metrics). With no options: the default MNIST VAE (784-512-2 MLP, Bernoulli).
+    """Train a VAE and write a run directory. With no options: the default MNIST VAE
+    (784-512-2 MLP, Bernoulli).
 
     --resume RUN continues an interrupted or failed run; a finished run trains on when
     --epochs (the total) is larger than the epochs it trained, else kvae says so and exits 0.
     Ctrl-C saves and exits 130 with the command that resumes the run.
 
     Keys of --config files are TrainConfig's: the options' names with '_' for '-'.
+
+    \b
+    The run directory holds:
+      run.json      status (running, finished, interrupted, failed: with the reason and the
+                  resume command), package versions, times, epochs
+      config.json   the resolved configuration (--config reads it back)
+      model.keras   the final model (kvae.load_model; kvae evaluate, sample, ...)
+      metrics.json  test metrics (ELBO, reconstruction, KL, log p(x), active units, KL per
+                    unit) and the seconds each estimate took
+      history.csv   one row of metrics per finished epoch
+      checkpoints/  last.keras (the last checkpointed epoch) and state.json (its epoch)
+      backup/       the state --resume continues from (weights, optimizer, epoch, step)
+      logs/         TensorBoard event files (tensorboard --logdir RUN_DIR/logs)
     """
     from kvae.train import default_run_dir, finished_epochs, finished_message, load_config
     from kvae.train import train as run_training

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from kvae import objectives
 from kvae._checks import positive_int
+from kvae._progress import Progress
 from kvae.evaluation.result import LogLikelihood
 
 __all__ = ["iwae_log_likelihood"]
@@ -44,13 +45,18 @@ def _sums_fn(model):
     return fn
 
 
-def iwae_log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None):
+def iwae_log_likelihood(
+    model, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None, *, verbose=0
+):
     """log p(x) per example by importance sampling with K = ``num_samples`` samples.
 
     Work is done in XLA-compiled chunks of ``chunk_size`` samples per example (default:
     about 4096 decoder rows per call); the chunks' seeds are derived from ``seed`` by folding
     in the batch's first index, then the chunk's first sample, so results do not depend on
     how many examples are evaluated together beyond ``batch_size``.
+
+    ``verbose``: 0 silent, 1 Keras' progress bar (one step per batch of examples, with the
+    time left), 2 one line when done, "auto" a bar when standard output is a terminal.
     """
     num_samples = positive_int("num_samples", num_samples)
     batch_size = positive_int("batch_size", batch_size)
@@ -62,6 +68,7 @@ def iwae_log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=N
     base = model._stateless_seed(seed)
     fn = _sums_fn(model)
     est, se = [], []
+    progress = Progress(-(-len(x) // batch_size), verbose)
     for start in range(0, len(x), batch_size):
         xb = tf.constant(x[start : start + batch_size])
         batch_seed = tf.random.experimental.stateless_fold_in(base, start)
@@ -80,6 +87,7 @@ def iwae_log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=N
             se.append(np.sqrt(np.maximum(ratio - 1.0, 0.0) / (k - 1.0)))
         else:
             se.append(np.full(lse.shape[1], np.nan))
+        progress.advance()
     value = np.concatenate(est)
     info = {"num_samples": num_samples, "chunk_size": chunk_size, "batch_size": batch_size}
     return LogLikelihood(value, np.concatenate(se), "iwae", info)

@@ -18,11 +18,22 @@ All figures are in nats per example.
   examples. In closed form when q is Gaussian and the prior a diagonal Gaussian (for a
   diagonal q they sum to ``kl``); by Monte Carlo when the prior is a mixture of diagonal
   Gaussians (marginals of a mixture are mixtures). ``kl_per_dim_method`` says which.
+* ``seconds``: how long each estimate took, ``{"elbo", "log_likelihood", "latent"}`` (wall
+  clock; the first includes XLA compilation).
+
+For a continuous likelihood (Gaussian, continuous Bernoulli, ...) ``log p(x|z)`` is a log
+*density*, which can be above 0: then ``reconstruction`` is negative and ``elbo`` and
+``log_likelihood`` positive. That is not a bug; only the Bernoulli and discretised
+likelihoods give log probabilities (<= 0). Compare such figures only between models of the
+same likelihood family on the same data scale.
 """
+
+import time
 
 import numpy as np
 
 from kvae._checks import positive_int
+from kvae._progress import Progress, resolve_verbose
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
@@ -38,13 +49,18 @@ _ENCODE_BATCH = 1000
 _KL_MC_SAMPLES = 64
 
 
-def posterior_moments(model, x, batch_size=_ENCODE_BATCH):
-    """Posterior means and marginal standard deviations of q(z|x), numpy ``(n, latent_dim)``."""
+def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, verbose=0):
+    """Posterior means and marginal standard deviations of q(z|x), numpy ``(n, latent_dim)``.
+
+    ``verbose``: 0 silent, 1 a progress bar over the batches, 2 one line when done, "auto"
+    a bar when standard output is a terminal."""
     means, scales = [], []
-    for start in range(0, len(x), batch_size):
-        q = model.encode(np.asarray(x[start : start + batch_size], np.float32))
-        means.append(np.asarray(q.mean()))
-        scales.append(np.asarray(q.stddev()))
+    with Progress(-(-len(x) // batch_size), verbose) as progress:
+        for start in range(0, len(x), batch_size):
+            q = model.encode(np.asarray(x[start : start + batch_size], np.float32))
+            means.append(np.asarray(q.mean()))
+            scales.append(np.asarray(q.stddev()))
+            progress.advance()
     return np.concatenate(means), np.concatenate(scales)
 
 
@@ -127,6 +143,10 @@ def evaluate(
             al.). Its cost is K decoder passes per example; 0 skips log p(x) (any method).
         batch_size: examples per batch for ``model.evaluate`` and the log p(x) estimate.
         seed: seed of the estimate's samples.
+        verbose: 0 silent; 1 a titled progress bar with the time left for each estimate (log
+            p(x) by importance sampling; the other methods show their title only); 2 one
+            line per estimate when it is done; "auto" 1 when standard output is a terminal,
+            else 0.
         method: the log p(x) method (``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"``,
             ``"auto"``, see :func:`kvae.evaluation.log_likelihood`); ``**options`` go to it.
             The result says which method ran in ``log_likelihood_method``, with
@@ -139,36 +159,56 @@ def evaluate(
     if num_samples != 0:
         positive_int("num_samples", num_samples)
     batch_size = positive_int("batch_size", batch_size)
+    verbose = resolve_verbose(verbose)
     x = np.asarray(x, np.float32)
     model.check_data(x)
     chosen = choose_method(model, method) if num_samples else None
     if chosen == "iwae":
-        options = dict(options, num_samples=num_samples, batch_size=batch_size, seed=seed)
+        options = dict(
+            options, num_samples=num_samples, batch_size=batch_size, seed=seed, verbose=verbose
+        )
     elif chosen == "ais":
         options = dict(options, seed=seed)
     if chosen is not None:  # refuse bad options before the (long) model.evaluate
         from kvae.evaluation.loglik import _check_options
 
         _check_options(chosen, options)
+    seconds = {}
+    start = time.perf_counter()
+    _title(verbose, f"ELBO of {len(x)} examples (model.evaluate, one latent sample each)")
     result = {
         k: float(v)
         for k, v in model.evaluate(
             x, batch_size=batch_size, return_dict=True, verbose=verbose
         ).items()
     }
+    seconds["elbo"] = time.perf_counter() - start
     result["num_examples"] = int(len(x))
     if chosen is not None:
+        start = time.perf_counter()
+        what = f"importance-weighted bound, K={num_samples}" if chosen == "iwae" else chosen
+        _title(verbose, f"log p(x): {what}")
         ll = log_likelihood(model, x, method=chosen, **options)
+        seconds["log_likelihood"] = time.perf_counter() - start
         result.update(ll.summary())
         if chosen == "iwae":
             result["log_likelihood_num_samples"] = int(num_samples)
-    result.update(latent_summary(model, x))
+    start = time.perf_counter()
+    _title(verbose, "Active units and KL per dimension (posterior moments)")
+    result.update(latent_summary(model, x, verbose=verbose))
+    seconds["latent"] = time.perf_counter() - start
+    result["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return result
 
 
-def latent_summary(model, x, *, seed=0):
+def _title(verbose, text):
+    if verbose:
+        print(text, flush=True)
+
+
+def latent_summary(model, x, *, seed=0, verbose=0):
     """Active units and per-dimension KL of ``x`` (one encoder pass), as a JSON-able dict."""
-    means, scales = posterior_moments(model, x)
+    means, scales = posterior_moments(model, x, verbose=verbose)
     count, variances = active_units(means)
     kl, method = kl_per_dimension(model, x, means=means, scales=scales, seed=seed)
     return {
