@@ -71,6 +71,7 @@ import keras
 import numpy as np
 
 from kvae import _files
+from kvae._choices import CHECKPOINT_DIR, ON_NAN
 from kvae._guards import InterruptGuard, NaNGuard, training_step
 from kvae.errors import ConfigError, ModelFileError, TrainingError
 
@@ -83,7 +84,6 @@ __all__ = [
     "training_callbacks",
 ]
 
-CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.keras"
 STATE_FILE = "state.json"
 BACKUP_DIR = "backup"
@@ -97,15 +97,6 @@ _FORMAT = "kvae-checkpoint"
 
 
 # ----- writing ------------------------------------------------------------------------------
-def _fsync(path):
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _os_cause(err):
     seen = err
     while seen is not None:
@@ -128,8 +119,7 @@ def _write(path, write, *, suffix=None, previous=None):
             raise NotADirectoryError(20, "Not a directory", folder)
         os.makedirs(folder, exist_ok=True)
         with _files.atomic_path(path, suffix=suffix) as tmp:
-            write(tmp)
-            _fsync(tmp)
+            write(tmp)  # atomic_path fsyncs the file and its folder
     except Exception as err:
         cause = err if isinstance(err, OSError) else _os_cause(err)
         if cause is None:
@@ -497,8 +487,11 @@ def training_callbacks(run_dir, config=None, *, backup_seconds=None, backup_step
     resume = bool(_get(config, "resume", False))
     on_nan = _get(config, "on_nan", "stop")
     every = _get(config, "checkpoint_every", 1)
-    if on_nan not in ("stop", "skip"):
-        raise ConfigError(f"Expected `on_nan` to be 'stop' or 'skip'. Received: on_nan={on_nan!r}")
+    if on_nan not in ON_NAN:
+        raise ConfigError(
+            f"Expected `on_nan` to be one of {', '.join(map(repr, ON_NAN))}. "
+            f"Received: on_nan={on_nan!r}"
+        )
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ConfigError(f"Expected `checkpoint_every` to be an integer >= 1. Received: {every!r}")
     seconds = _backup_seconds(backup_seconds)
