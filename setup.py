@@ -25,6 +25,7 @@ ENTRY_POINTS = {
     "kvae.posteriors": [
         "gaussian = kvae.heads.posteriors:DiagonalGaussian",
         "full-gaussian = kvae.heads.posteriors:FullCovarianceGaussian",
+        "iaf = kvae.heads.iaf:IAFPosterior",
     ],
     "kvae.likelihoods": [
         "bernoulli = kvae.heads.likelihoods:Bernoulli",
@@ -35,6 +36,7 @@ ENTRY_POINTS = {
     "kvae.priors": [
         "standard-normal = kvae.priors:StandardNormal",
         "mixture = kvae.priors:MixtureOfGaussians",
+        "vamp = kvae.vamp:VampPrior",
     ],
     "kvae.datasets": [
         "mnist = kvae.datasets.mnist:load_mnist",

@@ -145,6 +145,10 @@ class VAE(keras.Model):
         self.skipped_steps = keras.metrics.Sum(name="skipped_steps")  # not reset per epoch
         self._replica_jit = False
         self._replica_fns = {}
+        # The Prior contract's hook: a prior may use the model (the VampPrior its encoder).
+        bind = getattr(self.prior, "bind_model", None)
+        if callable(bind):
+            bind(self)
         self._build_components()
 
     # ----- construction -----------------------------------------------------------------
