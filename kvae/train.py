@@ -447,6 +447,10 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
     with strategy.scope():
         steps = math.ceil(len(arrays.x_train) / config.batch_size)
         model = build_model(config, arrays.input_shape, steps_per_epoch=steps)
+        # The Prior contract's optional hook: a VampPrior with init="data" copies examples.
+        init_prior = getattr(model.prior, "init_from_data", None)
+        if callable(init_prior):
+            init_prior(arrays.x_train, seed=config.seed)
     _make_run_dir(run_dir)
     _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
     _write_run_file(run_dir, status="running", started=_now(), versions=_versions())
