@@ -36,16 +36,36 @@ __all__ = [
 ACTIVE_UNIT_THRESHOLD = 0.01
 _ENCODE_BATCH = 1000
 _KL_MC_SAMPLES = 64
+_MOMENT_SAMPLES = 256
 
 
-def posterior_moments(model, x, batch_size=_ENCODE_BATCH):
-    """Posterior means and marginal standard deviations of q(z|x), numpy ``(n, latent_dim)``."""
+def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, y=None, seed=0):
+    """Posterior means and marginal standard deviations of q(z|x), numpy ``(n, latent_dim)``.
+
+    For a q without closed-form moments (a flow: ``posterior="iaf"``) both are estimated
+    from ``_MOMENT_SAMPLES`` draws per example. ``y``: a conditional model's conditions."""
+    import tensorflow as tf
+
     means, scales = [], []
     for start in range(0, len(x), batch_size):
-        q = model.encode(np.asarray(x[start : start + batch_size], np.float32))
+        rows = slice(start, start + batch_size)
+        xb = np.asarray(x[rows], np.float32)
+        q = model.encode(xb) if y is None else model.encode(xb, np.asarray(y)[rows])
+        if not _gaussian_posterior(q):
+            z = np.asarray(q.sample(_MOMENT_SAMPLES, seed=tf.constant([seed, start])), np.float64)
+            means.append(z.mean(axis=0))
+            scales.append(z.std(axis=0, ddof=1))
+            continue
         means.append(np.asarray(q.mean()))
         scales.append(np.asarray(q.stddev()))
     return np.concatenate(means), np.concatenate(scales)
+
+
+def _gaussian_posterior(q):
+    import tensorflow_probability as tfp
+
+    tfd = tfp.distributions
+    return isinstance(q, (tfd.MultivariateNormalDiag, tfd.MultivariateNormalTriL, tfd.Normal))
 
 
 def active_units(means, threshold=ACTIVE_UNIT_THRESHOLD):
@@ -56,7 +76,7 @@ def active_units(means, threshold=ACTIVE_UNIT_THRESHOLD):
     return int(np.sum(variances > threshold)), variances
 
 
-def kl_per_dimension(model, x, *, means=None, scales=None, seed=0):
+def kl_per_dimension(model, x, *, means=None, scales=None, seed=0, y=None):
     """``(kl, method)``: mean over ``x`` of KL(q(z_u|x) || p(z_u)) for each latent unit u.
 
     ``kl`` is a numpy array ``(latent_dim,)``, or None when the prior is neither a diagonal
@@ -64,8 +84,12 @@ def kl_per_dimension(model, x, *, means=None, scales=None, seed=0):
     import tensorflow_probability as tfp
 
     tfd = tfp.distributions
+    xb = np.asarray(x[:1], np.float32)
+    q = model.encode(xb) if y is None else model.encode(xb, np.asarray(y)[:1])
+    if not _gaussian_posterior(q):
+        return None, f"unavailable: q(z|x) is a {type(q).__name__}, its marginals are not Gaussian"
     if means is None or scales is None:
-        means, scales = posterior_moments(model, x)
+        means, scales = posterior_moments(model, x, y=y)
     mu = np.asarray(means, np.float64)
     s = np.asarray(scales, np.float64)
     prior = model.prior_distribution()
@@ -116,7 +140,7 @@ def _logsumexp(a, axis):
     return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(a - top), axis=axis))
 
 
-def evaluate(model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0):
+def evaluate(model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0, y=None):
     """Test metrics of ``model`` on ``x`` (numpy, already binarised if the model was trained on
     binary data). See the module docstring for each key.
 
@@ -125,6 +149,7 @@ def evaluate(model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0):
             al.). Its cost is K decoder passes per example; 0 skips it.
         batch_size: examples per batch for ``model.evaluate`` and the log p(x) estimate.
         seed: seed of the estimate's samples.
+        y: the conditions of ``x`` for a conditional model (``kvae.VAE(condition=...)``).
     """
     if num_samples != 0:
         positive_int("num_samples", num_samples)
@@ -134,25 +159,28 @@ def evaluate(model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0):
     result = {
         k: float(v)
         for k, v in model.evaluate(
-            x, batch_size=batch_size, return_dict=True, verbose=verbose
+            x, y, batch_size=batch_size, return_dict=True, verbose=verbose
         ).items()
     }
     result["num_examples"] = int(len(x))
     if num_samples:
-        ll = model.log_likelihood(x, num_samples=num_samples, batch_size=batch_size, seed=seed)
+        extra = {} if y is None else {"y": y}
+        ll = model.log_likelihood(
+            x, num_samples=num_samples, batch_size=batch_size, seed=seed, **extra
+        )
         result["log_likelihood"] = float(np.mean(ll))
         stderr = np.std(ll, ddof=1) / np.sqrt(len(ll)) if len(ll) > 1 else float("nan")
         result["log_likelihood_stderr"] = float(stderr)
         result["log_likelihood_num_samples"] = int(num_samples)
-    result.update(latent_summary(model, x))
+    result.update(latent_summary(model, x, y=y))
     return result
 
 
-def latent_summary(model, x, *, seed=0):
+def latent_summary(model, x, *, seed=0, y=None):
     """Active units and per-dimension KL of ``x`` (one encoder pass), as a JSON-able dict."""
-    means, scales = posterior_moments(model, x)
+    means, scales = posterior_moments(model, x, y=y, seed=seed)
     count, variances = active_units(means)
-    kl, method = kl_per_dimension(model, x, means=means, scales=scales, seed=seed)
+    kl, method = kl_per_dimension(model, x, means=means, scales=scales, seed=seed, y=y)
     return {
         "active_units": count,
         "active_units_threshold": ACTIVE_UNIT_THRESHOLD,

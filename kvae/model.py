@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae import objectives, registry
+from kvae import conditioning, objectives, registry
 from kvae._checks import choice, positive_int, shape_tuple
 from kvae.errors import ConfigError, DataError, KvaeError, PluginError
 
@@ -52,6 +52,12 @@ class VAE(keras.Model):
             applied to the whole code: while a batch's mean KL is below
             ``free_bits * latent_dim`` the KL term gives no gradient (its value still counts
             in the loss and metrics). 0 (default) = off. Not with ``objective="iwae"``.
+        condition: None (default), or a conditional VAE's condition y (Sohn et al. 2015):
+            ``{"num_classes": C}`` (class labels, one-hot; the shorthand ``condition=C``) or
+            ``{"dim": D}`` (any vector). Then ``fit(x, y)`` trains q(z|x,y) p(x|z,y),
+            ``encode(x, y)``, ``decode(z, y)``, ``sample(n, y=...)`` and
+            ``log_likelihood(x, y=...)`` take it, and kvae feeds y to the networks itself
+            (see ``kvae.conditioning``), so any encoder and decoder work unchanged.
 
     Metrics (nats per example): ``loss`` (what is minimised), ``elbo`` (the bound on
     log p(x)), ``reconstruction`` (-E_q log p(x|z)) and ``kl`` (KL(q(z|x) || p(z))).
@@ -77,9 +83,11 @@ class VAE(keras.Model):
         kl="auto",
         seed=None,
         free_bits=0.0,
+        condition=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.condition = conditioning.parse(condition)
         self.latent_dim = positive_int("latent_dim", latent_dim, what="It is the size of z.")
         self.data_shape = shape_tuple("input_shape", input_shape)
         self.num_samples = positive_int("num_samples", num_samples)
@@ -155,8 +163,9 @@ class VAE(keras.Model):
     def _build_components(self):
         """Run one example through every part, so weights exist and bad wiring fails now."""
         x0 = tf.zeros((1, *self.data_shape), tf.float32)
+        y0 = None if self.condition is None else tf.zeros((1, self.condition.dim), tf.float32)
         try:
-            features = self.encoder(x0)
+            features = self._posterior_input(self.encoder(x0), y0)
             params = self.posterior_head(features)
             q = self.posterior_head.distribution(params)
             z = q.mean()
@@ -174,7 +183,7 @@ class VAE(keras.Model):
                 f"Received: {tuple(z.shape)} from posterior {self._specs['posterior']['name']!r}."
             )
         try:
-            features = self.decoder(z)
+            features = self.decoder(self._decoder_input(z, y0))
             params = self.likelihood_head(features)
             p = self.likelihood_head.distribution(params)
         except KvaeError:
@@ -204,44 +213,78 @@ class VAE(keras.Model):
         self.built = True
 
     # ----- the probabilistic model ---------------------------------------------------------
-    def encode(self, x, training=False):
-        """q(z|x) for a batch ``x``: a TFP distribution, batch shape [B], event [latent_dim]."""
+    def encode(self, x, y=None, training=False):
+        """q(z|x) (q(z|x,y) when conditional) for a batch ``x``: a TFP distribution, batch
+        shape [B], event [latent_dim]."""
         x = self._as_tensor(x)
-        return self.posterior_head.distribution(
-            self.posterior_head(self.encoder(x, training=training))
-        )
+        y = self._condition_vector(y)
+        features = self._posterior_input(self.encoder(x, training=training), y)
+        return self.posterior_head.distribution(self.posterior_head(features))
 
-    def decoder_params(self, z, training=False):
-        """Likelihood parameters for codes ``z`` of shape [..., latent_dim]."""
+    def decoder_params(self, z, y=None, training=False):
+        """Likelihood parameters for codes ``z`` of shape [..., latent_dim] (and conditions
+        ``y`` [B, ...] for z [..., B, latent_dim] when conditional)."""
         z = tf.convert_to_tensor(z, tf.float32)
         lead = tf.shape(z)[:-1]
         flat = tf.reshape(z, (-1, self.latent_dim))
-        params = self.likelihood_head(self.decoder(flat, training=training))
+        y = self._condition_vector(y)
+        if y is not None:
+            y = tf.reshape(
+                tf.broadcast_to(y, tf.concat([lead, tf.shape(y)[-1:]], axis=0)),
+                (-1, self.condition.dim),
+            )
+        params = self.likelihood_head(self.decoder(self._decoder_input(flat, y), training=training))
         return tf.reshape(params, tf.concat([lead, tf.shape(params)[1:]], axis=0))
 
-    def decode(self, z, training=False):
-        """p(x|z) for codes ``z`` [..., latent_dim]: event shape = one data point."""
-        return self.likelihood_head.distribution(self.decoder_params(z, training=training))
+    def decode(self, z, y=None, training=False):
+        """p(x|z) (p(x|z,y) when conditional) for codes ``z`` [..., latent_dim]: event shape
+        = one data point."""
+        return self.likelihood_head.distribution(self.decoder_params(z, y, training=training))
+
+    # A conditional VAE feeds y to the networks (kvae.conditioning); otherwise these are the
+    # identity on the networks' own inputs and outputs.
+    def _condition_vector(self, y):
+        if self.condition is None:
+            return None
+        if y is None:
+            raise DataError(
+                f"Expected y: this VAE is conditional ({self.condition.describe()}). "
+                "Received: y=None. Pass the condition of each example."
+            )
+        return self.condition.vector(y)
+
+    def _posterior_input(self, features, y):
+        return features if y is None else conditioning.features_with_condition(features, y)
+
+    def _decoder_input(self, z, y):
+        return z if y is None else conditioning.code_with_condition(z, y)
 
     def prior_distribution(self):
         """p(z)."""
         return self.prior.distribution()
 
     def call(self, x, training=False):
-        """Reconstruction: the mean of p(x | z = E[q(z|x)]), in the data's units."""
-        z = self.encode(x, training=training).mean()
-        return self.likelihood_head.mean(self.decoder_params(z, training=training))
+        """Reconstruction: the mean of p(x | z = E[q(z|x)]), in the data's units. A
+        conditional VAE takes ``(x, y)``."""
+        y = None
+        if self.condition is not None and isinstance(x, (tuple, list)):
+            x, y = x
+        z = self.encode(x, y, training=training).mean()
+        return self.likelihood_head.mean(self.decoder_params(z, y, training=training))
 
-    def sample(self, n, seed=None, mean=True):
+    def sample(self, n, seed=None, mean=True, y=None):
         """``n`` new data points from p(z) through the decoder (numpy).
 
         With ``mean=True`` (default) each is the mean of p(x|z), the usual VAE picture;
-        with ``mean=False`` a draw from p(x|z).
+        with ``mean=False`` a draw from p(x|z). A conditional VAE needs ``y``: one condition
+        (a class label, say) for all ``n``, or one per sample.
         """
         n = positive_int("n", n)
+        if self.condition is not None:
+            y = self.condition.repeat(y, n)
         seed = self._stateless_seed(seed)
         z = self.prior.distribution().sample(n, seed=seed)
-        params = self.decoder_params(z)
+        params = self.decoder_params(z, y)
         if mean:
             return keras.ops.convert_to_numpy(self.likelihood_head.mean(params))
         x = self.likelihood_head.distribution(params).sample(seed=tf.random.split(seed, 2)[1])
@@ -255,14 +298,15 @@ class VAE(keras.Model):
         return tf.cast(seed, tf.int32)
 
     # ----- objective ---------------------------------------------------------------------
-    def compute_terms(self, x, seed, training=False):
-        """Per-example loss, elbo, reconstruction and kl for a batch ``x``."""
-        q = self.encode(x, training=training)
+    def compute_terms(self, x, seed, training=False, y=None):
+        """Per-example loss, elbo, reconstruction and kl for a batch ``x`` (with conditions
+        ``y`` when conditional)."""
+        q = self.encode(x, y, training=training)
         prior = self.prior.distribution()
         target = self.likelihood_head.prepare(x)
 
         def decode(z):
-            return self.decode(z, training=training)
+            return self.decode(z, y, training=training)
 
         if self.objective == "iwae":
             bound = objectives.iwae_bound(
@@ -311,10 +355,10 @@ class VAE(keras.Model):
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
 
-    def _gradients(self, x, weights, seed):
+    def _gradients(self, x, weights, seed, y=None):
         """Per-example terms and the gradients of this replica's share of the batch loss."""
         with tf.GradientTape() as tape:
-            terms = self.compute_terms(x, seed, training=True)
+            terms = self.compute_terms(x, seed, training=True, y=y)
             per_example = terms["loss"]
             if self.free_bits:
                 kl = terms["kl"]
@@ -349,19 +393,36 @@ class VAE(keras.Model):
 
     def train_step(self, data):
         x, weights = _unpack(data)
-        grads, terms, ok = self._replica_fn("train", self._gradients)(x, weights, self._step_seed())
+        y = self._step_condition(data)
+        grads, terms, ok = self._replica_fn("train", self._gradients)(
+            x, weights, self._step_seed(), y
+        )
         self.optimizer.apply(grads, self.trainable_weights)
         if self.skip_nonfinite:
             self.skipped_steps.update_state(1.0 - tf.cast(ok, tf.float32))
         return self._update_metrics(terms, weights)
 
-    def _eval_terms(self, x, seed):
-        return self.compute_terms(x, seed, training=False)
+    def _eval_terms(self, x, seed, y=None):
+        return self.compute_terms(x, seed, training=False, y=y)
+
+    def _step_condition(self, data):
+        """A conditional VAE's y from a batch (x, y[, weights]); None otherwise."""
+        if self.condition is None:
+            return None
+        return keras.utils.unpack_x_y_sample_weight(data)[1]
 
     def test_step(self, data):
         x, weights = _unpack(data)
-        terms = self._replica_fn("test", self._eval_terms)(x, self._step_seed())
+        y = self._step_condition(data)
+        terms = self._replica_fn("test", self._eval_terms)(x, self._step_seed(), y)
         return self._update_metrics(terms, weights)
+
+    def predict_step(self, data):
+        if self.condition is not None:
+            # predict((x, y)): Keras hands the pair over as x (or as x and y).
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            return self(x if y is None else (x, y), training=False)
+        return super().predict_step(data)
 
     @property
     def metrics(self):
@@ -427,6 +488,7 @@ class VAE(keras.Model):
         steps per epoch, so that no compiled call runs across an epoch boundary.
         """
         self.check_data(x)
+        self._check_condition(x, y)
         if _is_array(x) and _fast_path_ok(x, y, kwargs):
             n = int(x.shape[0])
             batch_size = min(int(batch_size or 32), n)
@@ -461,7 +523,13 @@ class VAE(keras.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self.check_data(x)
+        self._check_condition(x, y)
         return super().evaluate(x, y, *args, **kwargs)
+
+    def _check_condition(self, x, y):
+        """A conditional VAE's y must match x (before any work); others ignore y."""
+        if self.condition is not None and _is_array(x):
+            self.condition.check(None if y is None else np.asarray(y), int(x.shape[0]))
 
     def predict(self, x, *args, **kwargs):
         self.check_data(x)
@@ -524,7 +592,9 @@ class VAE(keras.Model):
         return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
 
     # ----- estimates --------------------------------------------------------------------
-    def log_likelihood(self, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None):
+    def log_likelihood(
+        self, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None, y=None
+    ):
         """Importance-weighted estimate of log p(x) per example (Burda et al. 2016), in nats.
 
         ``num_samples`` = K importance samples per example; the estimate is a lower bound that
@@ -535,7 +605,10 @@ class VAE(keras.Model):
         num_samples = positive_int("num_samples", num_samples)
         batch_size = positive_int("batch_size", batch_size)
         self.check_data(x)
+        self._check_condition(x, y)
         x = np.asarray(x, np.float32)
+        if self.condition is not None:
+            y = np.asarray(y)
         if chunk_size is None:
             chunk_size = max(1, min(num_samples, 16384 // batch_size))
         chunk_size = positive_int("chunk_size", chunk_size)
@@ -544,13 +617,14 @@ class VAE(keras.Model):
         out = []
         for start in range(0, len(x), batch_size):
             xb = tf.constant(x[start : start + batch_size])
+            yb = None if y is None else tf.constant(y[start : start + batch_size])
             batch_seed = tf.random.experimental.stateless_fold_in(base, start)
             chunks = []
             done = 0
             while done < num_samples:
                 s = min(chunk_size, num_samples - done)
                 seed_i = tf.random.experimental.stateless_fold_in(batch_seed, done)
-                chunks.append(fn(xb, seed_i, s))
+                chunks.append(fn(xb, seed_i, s, yb))
                 done += s
             out.append(objectives.iwae_from_chunks(chunks).numpy())
         return np.concatenate(out)
@@ -558,11 +632,15 @@ class VAE(keras.Model):
     def _log_weights_fn(self):
         if getattr(self, "_lw_fn", None) is None:
 
-            def log_weights(x, seed, s):
-                q = self.encode(x)
+            def log_weights(x, seed, s, y=None):
+                q = self.encode(x, y)
                 z = q.sample(s, seed=seed)
                 return objectives.log_weights(
-                    self.likelihood_head.prepare(x), q, self.prior.distribution(), self.decode, z
+                    self.likelihood_head.prepare(x),
+                    q,
+                    self.prior.distribution(),
+                    lambda z: self.decode(z, y),
+                    z,
                 )
 
             self._lw_fn = tf.function(log_weights, jit_compile=True, reduce_retracing=False)
@@ -585,6 +663,7 @@ class VAE(keras.Model):
             kl=self.kl_method,
             seed=self.seed,
             free_bits=self.free_bits,
+            condition=None if self.condition is None else self.condition.get_config(),
             providers={slot: self._specs[slot]["provider"] for slot, _, _ in SLOTS},
         )
         return config

@@ -207,8 +207,35 @@ def _optimizer(config):
     )
 
 
-def build_model(config, input_shape, steps_per_epoch=None):
+def condition_of(config, arrays):
+    """The condition of a ``conditional`` run ({"num_classes": C}, C = largest label + 1),
+    checked against the data before anything is built; None for other runs."""
+    if not config.conditional:
+        return None
+    if arrays.y_train is None or arrays.y_test is None:
+        raise DataError(
+            f"Expected labels for conditional=True: the data set {config.dataset!r} has none. "
+            "Use a data set with labels (mnist, digits, an .npz with y_train and y_test)."
+        )
+    if config.binarize is not None or config.strategy != "default":
+        raise ConfigError(
+            "Expected binarize=None and strategy='default' with conditional=True (their input "
+            f"pipelines carry no labels yet). Received: binarize={config.binarize!r}, "
+            f"strategy={config.strategy!r}."
+        )
+    y = np.asarray(arrays.y_train)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise DataError(
+            "Expected integer class labels >= 0 of shape (n,) for conditional=True. Received: "
+            f"labels of dtype {y.dtype} and shape {y.shape}."
+        )
+    return {"num_classes": max(2, int(y.max()) + 1)}
+
+
+def build_model(config, input_shape, steps_per_epoch=None, condition=None):
     """A compiled ``kvae.VAE`` as the config describes it (call inside a strategy scope).
+
+    ``condition``: a conditional VAE's condition (see :func:`condition_of`).
 
     ``steps_per_execution`` is capped at ``steps_per_epoch`` when that is given: more steps
     per compiled call than an epoch has gain nothing (and confuse Keras' progress bar)."""
@@ -233,6 +260,8 @@ def build_model(config, input_shape, steps_per_epoch=None):
                 f"Received: free_bits={config.free_bits}."
             )
         kwargs["free_bits"] = config.free_bits
+    if condition is not None:
+        kwargs["condition"] = condition
     model = VAE(**kwargs)
     model.compile(
         optimizer=_optimizer(config),
@@ -443,10 +472,11 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
     # the run directory is made, so a failed start leaves nothing behind.
     keras.utils.set_random_seed(config.seed)
     arrays = load_data(config, data)
+    condition = condition_of(config, arrays)
     strategy = _strategy(config)
     with strategy.scope():
         steps = math.ceil(len(arrays.x_train) / config.batch_size)
-        model = build_model(config, arrays.input_shape, steps_per_epoch=steps)
+        model = build_model(config, arrays.input_shape, steps_per_epoch=steps, condition=condition)
         # The Prior contract's optional hook: a VampPrior with init="data" copies examples.
         init_prior = getattr(model.prior, "init_from_data", None)
         if callable(init_prior):
@@ -467,12 +497,17 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
     val_ds = None
     if arrays.x_val is not None:
         val_ds = make_dataset(arrays.x_val, config.batch_size, shuffle=False)
+    train_y = None
+    if condition is not None:
+        train_y = arrays.y_train
+        val_ds = None if arrays.x_val is None else (arrays.x_val, arrays.y_val)
 
     shown_x = arrays.x_val if arrays.x_val is not None else arrays.x_test
     shown_y = arrays.y_val if arrays.x_val is not None else arrays.y_test
     tensorboard = TensorBoard(
         os.path.join(run_dir, LOG_DIR),
-        x=shown_x[:_TENSORBOARD_EXAMPLES],
+        # A conditional model's pictures would need y: scalars only.
+        x=None if condition is not None else shown_x[:_TENSORBOARD_EXAMPLES],
         y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
         image_every=config.image_every,
         projector=config.projector,
@@ -488,6 +523,7 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
     start = time.perf_counter()
     history = model.fit(
         train_data,
+        train_y,
         batch_size=config.batch_size if train_data is arrays.x_train else None,
         epochs=config.epochs,
         validation_data=val_ds,
@@ -507,15 +543,24 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
         model.save(tmp)
     model.seed_generator.state.assign(initial_seed_state)
     # The same call as kvae.evaluation.evaluate makes (arrays, the run's batch size).
+    test_y = arrays.y_test if condition is not None else None
     scores = model.evaluate(
-        arrays.x_test, batch_size=config.batch_size, return_dict=True, verbose=0
+        arrays.x_test, test_y, batch_size=config.batch_size, return_dict=True, verbose=0
     )
     metrics = {k: float(v) for k, v in scores.items()}
     metrics["num_examples"] = int(len(arrays.x_test))
-    metrics.update(evaluation.latent_summary(model, arrays.x_test[:10000], seed=config.seed))
+    metrics.update(
+        evaluation.latent_summary(
+            model,
+            arrays.x_test[:10000],
+            seed=config.seed,
+            y=None if test_y is None else test_y[:10000],
+        )
+    )
     if config.eval_num_samples:
+        extra = {} if test_y is None else {"y": test_y}
         ll = model.log_likelihood(
-            arrays.x_test, num_samples=config.eval_num_samples, seed=config.seed
+            arrays.x_test, num_samples=config.eval_num_samples, seed=config.seed, **extra
         )
         metrics["log_likelihood"] = float(np.mean(ll))
         metrics["log_likelihood_num_samples"] = config.eval_num_samples

@@ -90,6 +90,12 @@ class VampPrior(Prior):
     def bind_model(self, model):
         """Called by ``kvae.VAE`` once, before its first forward pass: keep (a weak reference
         to) the model, whose ``encode`` gives q(z|u), and make the pseudo-inputs."""
+        if getattr(model, "condition", None) is not None:
+            raise ConfigError(
+                "Expected an unconditional model for the VampPrior: its pseudo-inputs have no "
+                f"condition y. Received: condition={model.condition!r}. Use "
+                "prior='standard-normal' or 'mixture' with a conditional VAE."
+            )
         self._host = weakref.ref(model)
         rng = self.data_range
         if rng == "auto":

@@ -84,10 +84,11 @@ def evaluate(run_dir, num_samples, batch_size, max_examples, seed, as_json):
     from kvae import evaluation
 
     config, model = _load(run_dir)
-    x, _ = _test_data(config, max_examples)
+    x, y = _test_data(config, max_examples)
     batch_size = batch_size or config.batch_size
+    conditional = {} if getattr(model, "condition", None) is None else {"y": y}
     metrics = evaluation.evaluate(
-        model, x, num_samples=num_samples, batch_size=batch_size, seed=seed
+        model, x, num_samples=num_samples, batch_size=batch_size, seed=seed, **conditional
     )
     if as_json:
         click.echo(json.dumps(metrics, sort_keys=True))
@@ -162,14 +163,32 @@ def _require_images(model):
 @_output("samples.png", ".png")
 @_seed
 @_scale_option()
-def sample(run_dir, n, output, seed, scale):
+@click.option(
+    "--class",
+    "label",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Samples of this class (a run trained with --conditional).",
+)
+def sample(run_dir, n, output, seed, scale, label):
     """A grid of new images: z from the prior, shown as the mean of p(x|z)."""
     from kvae import plots
+    from kvae.errors import ConfigError
 
     check_writable(output, suffixes=(".png",), what="figure")
     _, model = _load(run_dir)
     _require_images(model)
-    _save_grid(plots.samples(model, n, seed=seed), model, output, scale)
+    condition = getattr(model, "condition", None)
+    if (label is None) != (condition is None):
+        raise ConfigError(
+            "Expected --class N exactly for a run trained with --conditional. Received: "
+            + (f"--class {label} for an unconditional run." if label is not None else "no --class.")
+        )
+    if condition is not None and condition.is_classes and label >= condition.num_classes:
+        raise ConfigError(
+            f"Expected --class in 0..{condition.num_classes - 1}. Received: --class {label}."
+        )
+    _save_grid(plots.samples(model, n, seed=seed, y=label), model, output, scale)
 
 
 @click.command(
@@ -259,10 +278,10 @@ def encode(run_dir, output, max_examples):
 @_run_dir
 @click.option(
     "--kind",
-    type=click.Choice(["manifold", "latent"]),
+    type=click.Choice(["manifold", "latent", "classes"]),
     required=True,
     help="manifold: images decoded over a grid of the latent space; latent: posterior means "
-    "of the test set coloured by label.",
+    "of the test set coloured by label; classes: a conditional run's samples, a row per class.",
 )
 @_output(None, ".png")
 @click.option(
@@ -285,6 +304,10 @@ def plot(run_dir, kind, output, grid, method, max_examples):
     output = output or f"{kind}.png"
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
+    if kind == "classes":
+        _require_images(model)
+        _save_grid(plots.class_samples(model, per_class=10), model, output, None)
+        return
     if kind == "manifold":
         _require_images(model)
         if method is None and model.latent_dim != 2:

@@ -165,6 +165,12 @@ def _add_options(func):
     "--jit/--no-jit", "jit", default=None, help="XLA-compile the training step.  [default: jit]"
 )
 @click.option(
+    "--conditional/--no-conditional",
+    "conditional",
+    default=None,
+    help="A conditional VAE on the data set's labels (fit(x, y)).  [default: no-conditional]",
+)
+@click.option(
     "--projector/--no-projector",
     "projector",
     default=None,
