@@ -1,11 +1,12 @@
 """Helper process for tests/test_families.py (not a test module).
 
-    python families_worker.py MODEL.keras X.npy OUT.json
+    python families_worker.py MODEL.keras X.npy OUT.json [Y.npy]
 
 In a fresh process with two logical CPU devices: (1) loads MODEL.keras and writes its
 reconstructions and prior log-density of fixed codes (the saving check); (2) builds the same
 architecture under a MirroredStrategy over both devices, trains it with per-replica XLA on X
-and writes the loss curve (the tf.distribute check).
+and writes the loss curve (the tf.distribute check). With Y.npy the model is conditional:
+y goes with x everywhere.
 """
 
 import json
@@ -15,7 +16,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def main(model_path, x_path, out_path):
+def main(model_path, x_path, out_path, y_path=None):
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -27,10 +28,12 @@ def main(model_path, x_path, out_path):
     from kvae import distribute
 
     x = np.load(x_path)
+    y = None if y_path is None else np.load(y_path)
     loaded = kvae.load_model(model_path)
     z = np.linspace(-2, 2, 4 * loaded.latent_dim, dtype="float32").reshape(4, -1)
+    inputs = x[:8] if y is None else (x[:8], y[:8])
     result = {
-        "recon": loaded.predict(x[:8], verbose=0).tolist(),
+        "recon": loaded.predict(inputs, verbose=0).tolist(),
         "prior_log_prob": loaded.prior_distribution().log_prob(z).numpy().tolist(),
     }
     config = loaded.get_config()
@@ -39,8 +42,14 @@ def main(model_path, x_path, out_path):
     with strategy.scope():
         model = kvae.VAE.from_config({k: v for k, v in config.items() if k != "name"})
         model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
-    data = distribute.distribute_dataset(strategy, x, 64, seed=1, repeat=True)
     steps = distribute.steps_per_epoch(len(x), 64)
+    if y is None:
+        data = distribute.distribute_dataset(strategy, x, 64, seed=1, repeat=True)
+    else:
+        pairs = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=1)
+        pairs = pairs.batch(64, drop_remainder=True).repeat()
+        steps = len(x) // 64
+        data = strategy.experimental_distribute_dataset(pairs)
     history = model.fit(data, epochs=3, steps_per_epoch=steps, verbose=0)
     result.update(
         loss=[float(v) for v in history.history["loss"]],
@@ -52,4 +61,4 @@ def main(model_path, x_path, out_path):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -294,3 +294,28 @@ def test_iaf_and_vamp_reload_in_a_fresh_process_and_train_mirrored(tmp_path):
     )
     assert out["replicas"] == 2 and out["replica_jit"]
     assert np.all(np.isfinite(out["loss"])) and out["loss"][-1] < out["loss"][0]
+
+
+def test_cli_trains_iaf_with_a_data_initialised_vamp_prior(tmp_path):
+    from click.testing import CliRunner
+
+    from kvae.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "-d", "digits", "--max-train-examples", "128", "--max-test-examples", "50"]
+    args += ["-e", "1", "-b", "64", "-z", "2", "--progress", "none", "--run-dir", str(run)]
+    args += ["--posterior", "iaf", "--posterior-kwargs", '{"num_steps": 1, "hidden_units": [8]}']
+    args += ["--prior", "vamp", "--prior-kwargs", '{"num_components": 4, "init": "data"}']
+    result = CliRunner().invoke(main, args, prog_name="kvae")
+    assert result.exit_code == 0, result.output
+    model = kvae.load_model(run / "model.keras")
+    assert model.get_config()["posterior_kwargs"]["num_steps"] == 1
+    with open(run / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["kl_per_dim"] is None and "not Gaussian" in metrics["kl_per_dim_method"]
+    # A bad option is one line and a non-zero exit, before any run directory is made.
+    bad = [str(tmp_path / "bad") if a == str(run) else a for a in args]
+    bad[bad.index('{"num_components": 4, "init": "data"}')] = '{"num_components": 0}'
+    result = CliRunner().invoke(main, bad, prog_name="kvae")
+    assert result.exit_code != 0 and "num_components" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "bad").exists()
