@@ -73,6 +73,8 @@ class TrainConfig:
         conditional: train a conditional VAE (``kvae.VAE(condition={"num_classes": C})``)
             on the data set's labels, C = the largest label + 1. TensorBoard then gets the
             scalars only (its images and projector are unconditional).
+    lr_schedule: None (constant learning rate) or "burda" (Burda et al. 2016's stages,
+        squeezed into ``epochs``: see ``kvae.recipes``).
     """
 
     dataset: str = "mnist"
@@ -114,6 +116,7 @@ class TrainConfig:
     free_bits: float = 0.0
     checkpoint_every: int = 1
     conditional: bool = False
+    lr_schedule: str | None = None
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -330,6 +333,7 @@ _CHECKS = {
     "image_every": _int(0),
     "projector": _bool,
     "conditional": _bool,
+    "lr_schedule": _choice((None, "burda")),
     "eval_num_samples": _int(0),
     "strategy": _choice(STRATEGIES),
     "resume": _bool,

@@ -517,6 +517,14 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
     all_callbacks = [tensorboard]
     if config.kl_warmup_epochs:
         all_callbacks.append(KLWarmup(config.kl_warmup_epochs))
+    if config.lr_schedule == "burda":
+        from kvae.recipes import burda_learning_rate
+
+        all_callbacks.append(
+            keras.callbacks.LearningRateScheduler(
+                lambda epoch, lr: burda_learning_rate(epoch, config.epochs, config.learning_rate)
+            )
+        )
     all_callbacks += _robustness_callbacks(run_dir, config)
     all_callbacks += list(callbacks)
 

@@ -160,7 +160,21 @@ def _add_options(func):
     type=click.Path(dir_okay=False),
     help="A .yaml/.yml/.json file of config keys; options given here override it.",
 )
+@click.option(
+    "--recipe",
+    type=click.Choice(["burda-vae", "burda-iwae", "vamp", "iaf"]),
+    default=None,
+    help="A named published setting (kvae.recipes) as the base config; options given here "
+    "override it (--epochs N runs a shortened schedule).",
+)
 @_add_options
+@click.option(
+    "--lr-schedule",
+    "lr_schedule",
+    type=click.Choice(["none", "burda"]),
+    default=None,
+    help="Learning-rate schedule.  [default: none]",
+)
 @click.option(
     "--jit/--no-jit", "jit", default=None, help="XLA-compile the training step.  [default: jit]"
 )
@@ -194,7 +208,7 @@ def _add_options(func):
     show_default=True,
     help="Keras' progress bar, one line per epoch, or nothing.",
 )
-def train(config_file, run_dir, resume_dir, progress, **options):
+def train(config_file, recipe, run_dir, resume_dir, progress, **options):
     """Train a VAE and write a run directory (config, model, checkpoints, TensorBoard logs,
     test metrics). With no options: the default MNIST VAE (784-512-2 MLP, Bernoulli).
 
@@ -204,8 +218,11 @@ def train(config_file, run_dir, resume_dir, progress, **options):
     from kvae.train import train as run_training
 
     overrides = {k: v for k, v in options.items() if v is not None}
-    if overrides.get("binarize") == "none":
-        overrides["binarize"] = None
+    for key in ("binarize", "lr_schedule"):
+        if overrides.get(key) == "none":
+            overrides[key] = None
+    if recipe is not None and (config_file is not None or resume_dir is not None):
+        raise click.UsageError("Expected --recipe without --config or --resume.")
     if resume_dir is not None:
         if run_dir is not None and os.path.abspath(run_dir) != os.path.abspath(resume_dir):
             raise click.UsageError("Expected either --resume RUN_DIR or --run-dir, not both.")
@@ -219,6 +236,10 @@ def train(config_file, run_dir, resume_dir, progress, **options):
         overrides["resume"] = True
     elif config_file is not None:
         base = TrainConfig.from_file(config_file)
+    elif recipe is not None:
+        from kvae.recipes import recipe as named_recipe
+
+        base = TrainConfig.from_dict(named_recipe(recipe), source=f"recipe {recipe!r}")
     else:
         base = TrainConfig()
     config = base.replace(**overrides)
