@@ -109,8 +109,11 @@ def kl_per_dimension(model, x, *, means=None, scales=None, seed=0, y=None):
         sds = np.asarray(components.stddev(), np.float64)  # (C, L)
         rng = np.random.default_rng(seed)
         total = np.zeros(mu.shape[1])
-        for start in range(0, len(mu), 256):
-            m_b, s_b = mu[start : start + 256], s[start : start + 256]
+        # Examples per chunk: the (S, B, C, L) array below stays near 2e7 numbers (a VampPrior
+        # has C = 500 components: 256 examples at once would be 3 GB).
+        step = max(1, min(256, int(2e7 // (_KL_MC_SAMPLES * locs.shape[0] * mu.shape[1]))))
+        for start in range(0, len(mu), step):
+            m_b, s_b = mu[start : start + step], s[start : start + step]
             eps = rng.standard_normal((_KL_MC_SAMPLES, *m_b.shape))
             z = m_b + s_b * eps  # (S, B, L)
             log_q = _normal_log_pdf(z, m_b, s_b)
