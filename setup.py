@@ -26,6 +26,7 @@ ENTRY_POINTS = {
         "gaussian = kvae.heads.posteriors:DiagonalGaussian",
         "full-gaussian = kvae.heads.posteriors:FullCovarianceGaussian",
         "iaf = kvae.heads.iaf:IAFPosterior",
+        "hierarchical = kvae.hierarchical:HierarchicalPosterior",
     ],
     "kvae.likelihoods": [
         "bernoulli = kvae.heads.likelihoods:Bernoulli",
@@ -37,6 +38,7 @@ ENTRY_POINTS = {
         "standard-normal = kvae.priors:StandardNormal",
         "mixture = kvae.priors:MixtureOfGaussians",
         "vamp = kvae.vamp:VampPrior",
+        "hierarchical = kvae.hierarchical:HierarchicalPrior",
     ],
     "kvae.datasets": [
         "mnist = kvae.datasets.mnist:load_mnist",

@@ -38,6 +38,10 @@ class Prior(keras.layers.Layer):
             f"{self.__class__.__name__} is not called on tensors: use .distribution() to get p(z)."
         )
 
+    # True for a prior whose distribution() calls the model's encoder (kvae.testing then
+    # checks that gradients reach the encoder).
+    uses_encoder = False
+
     def bind_model(self, model):
         """Hook called once by ``kvae.VAE`` with itself; a plain prior ignores it."""
 

@@ -46,6 +46,8 @@ class VampPrior(Prior):
         seed: seed of the random initialisation and of the examples chosen from data.
     """
 
+    uses_encoder = True
+
     def __init__(
         self,
         latent_dim,

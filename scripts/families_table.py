@@ -32,6 +32,7 @@ PUBLISHED = {
     "burda-iwae": "85.54 (Burda et al. 2016, k=5, 3,280 epochs)",
     "vamp": "~85.6 (Tomczak and Welling 2018, check their table)",
     "iaf": "n/a for this network (Kingma et al. 2016 used a ResNet VAE)",
+    "hvae": "85.33 (Burda et al. 2016, 2-layer VAE, 3,280 epochs)",
 }
 
 

@@ -24,6 +24,12 @@ def test_posteriors(name):
     testing.check_posterior(name, latent_dim=3)
 
 
+def test_hierarchical_posterior_and_prior():
+    split = {"z1_dim": 2, "z2_dim": 1, "hidden": [8]}
+    testing.check_posterior("hierarchical", latent_dim=3, kwargs=split)
+    testing.check_prior("hierarchical", latent_dim=3, kwargs=split)
+
+
 @pytest.mark.parametrize(
     "name", ["bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic"]
 )
@@ -54,9 +60,9 @@ def test_every_builtin_is_covered():
     covered = {
         "encoders": {"mlp", "conv"},
         "decoders": {"mlp", "conv"},
-        "posteriors": {"gaussian", "full-gaussian", "iaf"},
+        "posteriors": {"gaussian", "full-gaussian", "iaf", "hierarchical"},
         "likelihoods": {"bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic"},
-        "priors": {"standard-normal", "mixture", "vamp"},
+        "priors": {"standard-normal", "mixture", "vamp", "hierarchical"},
     }
     for group, names in covered.items():
         builtin = {e.name for e in registry.entries(group) if e.dist == "kvae"}

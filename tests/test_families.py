@@ -249,23 +249,106 @@ def test_vamp_without_a_model_says_how_to_use_it():
         VampPrior(2).distribution()
 
 
-# ----------------------------------------------------------------------------- both
+# ----------------------------------------------------------------------------- hierarchical
+_SPLIT = {"z1_dim": 3, "z2_dim": 2, "hidden": [8]}
+
+
+def _hvae():
+    model = kvae.VAE(
+        input_shape=(6, 6, 1),
+        latent_dim=5,
+        posterior="hierarchical",
+        posterior_kwargs=_SPLIT,
+        prior="hierarchical",
+        prior_kwargs=_SPLIT,
+        seed=0,
+    )
+    _perturb(model.posterior_head.inner, seed=2)
+    _perturb(model.prior.inner, seed=3)
+    return model
+
+
+def test_hierarchical_log_densities_are_the_two_layer_factors():
+    """log q(z|x) = log q(z1|x) + log q(z2|z1) and log p(z) = log p(z2) + log p(z1|z2),
+    each factor computed here from the networks; so the ELBO is the two-layer bound and the
+    IWAE weights are the joint ones."""
+    model = _hvae()
+    x = (np.random.default_rng(0).random((4, 6, 6, 1)) < 0.5).astype("float32")
+    q = model.encode(x)
+    z = q.sample(3, seed=tf.constant([1, 2]))
+    z1, z2 = z[..., :3], z[..., 3:]
+
+    def gaussian(params):
+        loc, raw = tf.split(params, 2, axis=-1)
+        return tfd.MultivariateNormalDiag(loc, tf.math.softplus(raw) + 1e-4)
+
+    params = model.posterior_head(model.encoder(x))
+    inner_q = model.posterior_head.inner(tf.reshape(z1, [-1, 3]))
+    log_q = gaussian(params).log_prob(z1) + gaussian(tf.reshape(inner_q, [3, 4, 4])).log_prob(z2)
+    np.testing.assert_allclose(q.log_prob(tf.identity(z)), log_q, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(q.log_prob(z), log_q, rtol=1e-5, atol=1e-5)
+    inner_p = model.prior.inner(tf.reshape(z2, [-1, 2]))
+    log_p = tfd.MultivariateNormalDiag(tf.zeros(2), tf.ones(2)).log_prob(z2) + gaussian(
+        tf.reshape(inner_p, [3, 4, 6])
+    ).log_prob(z1)
+    np.testing.assert_allclose(model.prior_distribution().log_prob(z), log_p, rtol=1e-5, atol=1e-5)
+    # Ancestral samples of the prior: z2 ~ N(0, I) (mean 0, sd 1 over 4000 draws: the mean's
+    # standard error is 1/sqrt(4000) = 0.016, so |mean| < 0.08 is a 5-sigma bound).
+    zp = model.prior_distribution().sample(4000, seed=tf.constant([5, 6])).numpy()
+    assert np.all(np.abs(zp[:, 3:].mean(axis=0)) < 0.08)
+    assert np.all(np.abs(zp[:, 3:].std(axis=0) - 1) < 0.08)
+
+
+@pytest.mark.parametrize(
+    "posterior_kwargs, prior_kwargs, match",
+    [
+        ({"z1_dim": 3, "z2_dim": 3}, _SPLIT, "chain"),
+        (_SPLIT, {"z1_dim": 4, "z2_dim": 1}, "split z the same way"),
+        ({"z1_dim": 3}, _SPLIT, "z1_dim and z2_dim"),
+    ],
+)
+def test_hierarchical_sizes_must_chain(posterior_kwargs, prior_kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        kvae.VAE(
+            input_shape=(4,),
+            likelihood="gaussian",
+            latent_dim=5,
+            posterior="hierarchical",
+            posterior_kwargs=posterior_kwargs,
+            prior="hierarchical",
+            prior_kwargs=prior_kwargs,
+        )
+
+
+# ----------------------------------------------------------------------------- all
+_FAMILIES = {
+    "iaf+vamp": dict(
+        latent_dim=3,
+        posterior="iaf",
+        posterior_kwargs={"num_steps": 2, "hidden_units": [16], "context_dim": 4},
+        prior="vamp",
+        prior_kwargs={"num_components": 5},
+    ),
+    "hierarchical": dict(
+        latent_dim=5,
+        posterior="hierarchical",
+        posterior_kwargs=_SPLIT,
+        prior="hierarchical",
+        prior_kwargs=_SPLIT,
+    ),
+}
+
+
 @pytest.mark.slow
-def test_iaf_and_vamp_reload_in_a_fresh_process_and_train_mirrored(tmp_path):
+@pytest.mark.parametrize("family", sorted(_FAMILIES))
+def test_families_reload_in_a_fresh_process_and_train_mirrored(tmp_path, family):
     """One fresh process with two logical CPUs: the .keras file reloads to identical outputs,
     and the same architecture trains under MirroredStrategy with per-replica XLA."""
     from sklearn.datasets import load_digits
 
     x = (load_digits().data[:256] / 16.0).astype("float32").reshape(-1, 8, 8, 1)
     model = kvae.VAE(
-        input_shape=(8, 8, 1),
-        latent_dim=3,
-        posterior="iaf",
-        posterior_kwargs={"num_steps": 2, "hidden_units": [16], "context_dim": 4},
-        prior="vamp",
-        prior_kwargs={"num_components": 5},
-        likelihood="continuous-bernoulli",
-        seed=0,
+        input_shape=(8, 8, 1), likelihood="continuous-bernoulli", seed=0, **_FAMILIES[family]
     )
     model.compile()
     model.fit(x, batch_size=64, epochs=1, verbose=0)
@@ -287,7 +370,7 @@ def test_iaf_and_vamp_reload_in_a_fresh_process_and_train_mirrored(tmp_path):
     )
     with open(tmp_path / "out.json") as f:
         out = json.load(f)
-    z = np.linspace(-2, 2, 12, dtype="float32").reshape(4, 3)
+    z = np.linspace(-2, 2, 4 * model.latent_dim, dtype="float32").reshape(4, -1)
     np.testing.assert_allclose(out["recon"], model.predict(x[:8], verbose=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         out["prior_log_prob"], model.prior_distribution().log_prob(z), rtol=1e-5, atol=1e-5

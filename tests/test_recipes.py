@@ -39,13 +39,16 @@ def test_burda_schedule_shortened_keeps_every_stage_share():
 def test_recipes_are_valid_configs_and_listed_by_the_cli():
     for name in recipes.names():
         config = TrainConfig.from_dict(recipes.recipe(name))
-        assert config.latent_dim == 50 and config.encoder_kwargs["hidden"] == [200, 200]
+        if name == "hvae":
+            assert config.latent_dim == 150 and config.encoder_kwargs["hidden"] == [100, 100]
+        else:
+            assert config.latent_dim == 50 and config.encoder_kwargs["hidden"] == [200, 200]
         assert config.binarize == "dynamic" and config.lr_schedule == "burda"
     help_text = CliRunner().invoke(main, ["train", "--help"]).output
-    assert "[burda-vae|burda-iwae|vamp|iaf]" in help_text.replace("\n", "").replace(" ", "")
-    assert set(recipes.names()) == {"burda-vae", "burda-iwae", "vamp", "iaf"}
+    assert "[burda-vae|burda-iwae|vamp|iaf|hvae]" in help_text.replace("\n", "").replace(" ", "")
+    assert set(recipes.names()) == {"burda-vae", "burda-iwae", "vamp", "iaf", "hvae"}
     with pytest.raises(ConfigError, match="recipe"):
-        recipes.recipe("hvae")
+        recipes.recipe("vae")
 
 
 def test_recipe_trains_from_the_cli_with_overrides(tmp_path):

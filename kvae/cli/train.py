@@ -162,7 +162,7 @@ def _add_options(func):
 )
 @click.option(
     "--recipe",
-    type=click.Choice(["burda-vae", "burda-iwae", "vamp", "iaf"]),
+    type=click.Choice(["burda-vae", "burda-iwae", "vamp", "iaf", "hvae"]),
     default=None,
     help="A named published setting (kvae.recipes) as the base config; options given here "
     "override it (--epochs N runs a shortened schedule).",
