@@ -34,13 +34,16 @@ def check_writable(path, *, suffixes=None, what="output"):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path`` (same extension); on success it becomes ``path``.
+def atomic_path(path, *, suffix=None):
+    """Yield a temporary path beside ``path`` (same extension, or ``suffix`` when a writer
+    needs a longer one, such as Keras' ``.weights.h5``); on success it becomes ``path``.
 
     On failure the temporary file is removed and ``path`` is left as it was."""
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
     stem, ext = os.path.splitext(name)
+    if suffix is not None:
+        stem, ext = name[: -len(suffix)] if name.endswith(suffix) else name, suffix
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
     except OSError as err:

@@ -593,58 +593,55 @@ class VAE(keras.Model):
 
     # ----- estimates --------------------------------------------------------------------
     def log_likelihood(
-        self, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None, y=None
+        self,
+        x,
+        num_samples=1000,
+        batch_size=100,
+        chunk_size=None,
+        seed=None,
+        *,
+        method=None,
+        return_stderr=False,
+        y=None,
+        **options,
     ):
-        """Importance-weighted estimate of log p(x) per example (Burda et al. 2016), in nats.
+        """Estimate of log p(x) per example, in nats (log p(x|y) for a conditional model,
+        which needs ``y`` and the IWAE method).
 
-        ``num_samples`` = K importance samples per example; the estimate is a lower bound that
-        grows with K towards log p(x). Work is done in XLA-compiled chunks of at most
-        ``chunk_size`` samples (default: about 16k decoder rows per call), combined with
-        log-sum-exp, so K=5000 needs no more memory than K=chunk_size.
+        By default (no ``method``) the importance-weighted estimate with K = ``num_samples``
+        samples (Burda et al. 2016) as a numpy array: a lower bound that grows with K towards
+        log p(x), computed in XLA-compiled chunks of ``chunk_size`` samples.
+
+        With ``method`` (``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"``, ``"auto"``) or
+        ``return_stderr=True`` it returns a :class:`kvae.evaluation.LogLikelihood` with
+        per-example ``estimate`` and ``stderr``, the ``method`` used and diagnostics; method
+        options go in ``**options`` (see :func:`kvae.evaluation.log_likelihood`).
         """
-        num_samples = positive_int("num_samples", num_samples)
-        batch_size = positive_int("batch_size", batch_size)
-        self.check_data(x)
-        self._check_condition(x, y)
-        x = np.asarray(x, np.float32)
+        from kvae import evaluation
+
         if self.condition is not None:
-            y = np.asarray(y)
-        if chunk_size is None:
-            chunk_size = max(1, min(num_samples, 16384 // batch_size))
-        chunk_size = positive_int("chunk_size", chunk_size)
-        base = self._stateless_seed(seed)
-        fn = self._log_weights_fn()
-        out = []
-        for start in range(0, len(x), batch_size):
-            xb = tf.constant(x[start : start + batch_size])
-            yb = None if y is None else tf.constant(y[start : start + batch_size])
-            batch_seed = tf.random.experimental.stateless_fold_in(base, start)
-            chunks = []
-            done = 0
-            while done < num_samples:
-                s = min(chunk_size, num_samples - done)
-                seed_i = tf.random.experimental.stateless_fold_in(batch_seed, done)
-                chunks.append(fn(xb, seed_i, s, yb))
-                done += s
-            out.append(objectives.iwae_from_chunks(chunks).numpy())
-        return np.concatenate(out)
-
-    def _log_weights_fn(self):
-        if getattr(self, "_lw_fn", None) is None:
-
-            def log_weights(x, seed, s, y=None):
-                q = self.encode(x, y)
-                z = q.sample(s, seed=seed)
-                return objectives.log_weights(
-                    self.likelihood_head.prepare(x),
-                    q,
-                    self.prior.distribution(),
-                    lambda z: self.decode(z, y),
-                    z,
+            self.check_data(x)
+            self._check_condition(x, y)
+            if (method or "iwae") != "iwae":
+                raise ConfigError(
+                    "Expected method='iwae' for a conditional model (the other log p(x) "
+                    f"methods take no condition yet). Received: method={method!r}."
                 )
-
-            self._lw_fn = tf.function(log_weights, jit_compile=True, reduce_retracing=False)
-        return self._lw_fn
+            result = evaluation.iwae_log_likelihood(
+                self, x, num_samples, batch_size, chunk_size, seed, y=y
+            )
+            return result if return_stderr or method else result.estimate
+        if method is None and not return_stderr:
+            if options:
+                raise ConfigError(f"Unexpected options {sorted(options)}: pass method=... too.")
+            return evaluation.iwae_log_likelihood(
+                self, x, num_samples, batch_size, chunk_size, seed
+            ).estimate
+        if (method or "iwae") == "iwae":
+            options.update(
+                num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size, seed=seed
+            )
+        return evaluation.log_likelihood(self, x, method=method or "iwae", **options)
 
     # ----- saving -----------------------------------------------------------------------
     def get_config(self):

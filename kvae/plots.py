@@ -43,6 +43,7 @@ __all__ = [
     "manifold_codes",
     "plot_latent",
     "plot_manifold",
+    "posterior",
     "reconstructions",
     "samples",
     "save_grid",
@@ -378,3 +379,40 @@ def plot_latent(model, x, y, path, max_points=10000):
     ax.set_title(f"{title}\n{len(points)} examples", fontsize=9)
     fig.tight_layout()
     return _save_figure(fig, path)
+
+
+# ----- the true posterior beside q and q* -------------------------------------------------------
+def posterior(model, x, path=None, *, n=4, optimise=True, grid=121):
+    """For each of the first ``n`` examples of ``x``: the image beside the true posterior
+    p(z|x) (filled contours of the normalised density on a grid), with q(z|x) (solid) and q*
+    (dashed: the best member of the posterior family for that example, see
+    :func:`kvae.evaluation.gaps`) drawn over it as ellipses at 1 and 2 standard deviations
+    (contours of their density when they are not Gaussian), titled with log p(x), the ELBO and
+    KL(q || p(z|x)).
+
+    For a 2-D latent the plane is the latent space and all three numbers come by quadrature.
+    Above 2-D the plane is a slice through q's mean along the two directions where q is
+    widest (the panel says so); log p(x) then comes from ``method="auto"`` and the ELBO from
+    1000 samples, so KL = log p(x) - ELBO is an estimate.
+
+    Returns (height, width) of the PNG written to ``path``, or with ``path=None`` the figure
+    as an RGB numpy array in [0, 1] (for TensorBoard).
+    """
+    from kvae.evaluation.posterior_figure import draw_posterior
+
+    if path is not None:
+        path = check_writable(path, suffixes=(".png",), what="figure")
+    n = min(int(n), len(x))
+    if n < 1:
+        raise DataError(f"Expected at least one example to draw. Received: {len(x)}.")
+    x = np.asarray(x[:n], np.float32)
+    images = as_images(x, _data_shape(model)) if image_shape(model.data_shape) else None
+    fig = draw_posterior(model, x, images, optimise=optimise, grid=grid)
+    if path is not None:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+        w, h = fig.get_size_inches() * DPI
+        return int(round(h)), int(round(w))
+    canvas = fig.canvas
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float32) / 255.0

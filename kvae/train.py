@@ -8,13 +8,21 @@
 
 A run directory holds::
 
-    run.json          kvae's marker: versions, status ("running"/"finished"), times, epochs
+    run.json          kvae's marker: versions, status, times, epochs, the steps per compiled
+                      call that ran. Status "running", "finished", "interrupted" (Ctrl-C) or
+                      "failed" (a NaN loss or any error), the last two with the "reason" and
+                      the "resume" command
     config.json       the resolved TrainConfig (TrainConfig.from_file reads it back)
     model.keras       the final model (written to a temporary name, then renamed)
     metrics.json      final test metrics: model.evaluate's loss/elbo/reconstruction/kl, active
                       units, KL per dimension (see kvae.evaluation), training time
-    checkpoints/      per-epoch checkpoints (kvae.checkpointing when installed)
+    checkpoints/      the last checkpoint (kvae.checkpointing)
+    backup/           the state a resume starts from (kvae.checkpointing)
+    history.csv       one row per epoch (kvae.checkpointing)
     logs/             TensorBoard event files (kvae.callbacks.TensorBoard)
+
+Under several workers only the chief writes the run directory; the others write the same files
+into a temporary folder that is deleted (saving may need every worker).
 
 The test metrics are computed with the model's sampling state reset to the one a freshly
 loaded ``model.keras`` starts from, so evaluating the saved model on the same test data with
@@ -23,19 +31,32 @@ the same batch size (``kvae evaluate`` does) reproduces them exactly.
 
 import dataclasses
 import datetime
-import importlib
 import inspect
-import json
 import math
 import os
+import shlex
+import shutil
+import tempfile
 import time
 
 import numpy as np
 
-from kvae import _files
+from kvae import _files, distribute
 from kvae._version import __version__
+from kvae.checkpointing import (
+    CHECKPOINT_DIR,
+    release_callbacks,
+    resume_state,
+    training_callbacks,
+)
 from kvae.config import TrainConfig
-from kvae.errors import ConfigError, DataError, KvaeError, ModelFileError, TrainingError
+from kvae.errors import (
+    ConfigError,
+    DataError,
+    KvaeError,
+    ModelFileError,
+    TrainingInterrupted,
+)
 
 __all__ = [
     "RUN_FILE",
@@ -47,6 +68,7 @@ __all__ = [
     "load_data",
     "load_run",
     "load_test_data",
+    "resume_config",
     "train",
 ]
 
@@ -55,7 +77,6 @@ RUN_FORMAT = "kvae-run"
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
-CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 _SLOTS = (
     ("encoder", "encoders"),
@@ -271,52 +292,6 @@ def build_model(config, input_shape, steps_per_epoch=None, condition=None):
     return model
 
 
-def _optional_module(name):
-    """``kvae.<name>`` if that module exists, else None (it is written by another issue)."""
-    try:
-        return importlib.import_module(f"kvae.{name}")
-    except ModuleNotFoundError as err:
-        if err.name == f"kvae.{name}":
-            return None
-        raise
-
-
-def _strategy(config):
-    distribute = _optional_module("distribute")
-    if distribute is not None:
-        return distribute.get_strategy(config.strategy)
-    if config.strategy != "default":
-        raise ConfigError(
-            f"Expected strategy='default': this installation has no kvae.distribute. "
-            f"Received: strategy={config.strategy!r}."
-        )
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy()
-
-
-def _robustness_callbacks(run_dir, config):
-    checkpointing = _optional_module("checkpointing")
-    if checkpointing is not None:
-        return list(checkpointing.training_callbacks(run_dir, config))
-    import keras
-
-    if config.resume:
-        raise ConfigError(
-            "Expected resume=False: resuming needs kvae.checkpointing, which is not installed."
-        )
-    if config.on_nan != "stop":
-        raise ConfigError(
-            f"Expected on_nan='stop' without kvae.checkpointing. Received: on_nan={config.on_nan!r}."
-        )
-    return [
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(run_dir, CHECKPOINT_DIR, "last.keras"), save_freq="epoch"
-        ),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-
-
 # ----- run directories ------------------------------------------------------------------------
 def default_run_dir(config, root="runs"):
     """``runs/<YYYYmmdd-HHMMSS>-<short name>`` under the current folder (made unique)."""
@@ -328,15 +303,18 @@ def default_run_dir(config, root="runs"):
     return path
 
 
-def _check_new_run_dir(run_dir, config):
-    """The run directory to write (checked, not yet created)."""
+def _check_new_run_dir(run_dir, config, chief=True):
+    """The run directory to write (checked, not yet created). A worker that is not the chief
+    writes nothing there, so it does not care what the chief has already put in it."""
     if config.resume:
         if run_dir is None:
             raise ConfigError("Expected a run directory to resume. Received: run_dir=None.")
-        _check_run_dir(run_dir)
+        done = finished_epochs(run_dir)
+        if done is not None and config.epochs <= done:
+            raise ConfigError(finished_message(run_dir, done))
         return os.fspath(run_dir)
     run_dir = os.fspath(run_dir) if run_dir is not None else default_run_dir(config)
-    if os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
+    if chief and os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
         raise ConfigError(
             f"Expected a new or empty run directory. Received: run_dir={run_dir!r}, which "
             f"already holds files. Choose another directory, or resume it with "
@@ -345,17 +323,31 @@ def _check_new_run_dir(run_dir, config):
     return run_dir
 
 
+def finished_message(run_dir, epochs_done):
+    """What to tell someone who resumes a run that has already trained its epochs."""
+    command = f"kvae train --resume {shlex.quote(os.fspath(run_dir))} --epochs {epochs_done + 1}"
+    return (
+        f"The run {os.fspath(run_dir)!r} is finished: it trained {epochs_done} epochs, as many "
+        f"as it was asked for. To train it longer, give a larger number of epochs in total, "
+        f"e.g. `{command}`."
+    )
+
+
+def finished_epochs(run_dir):
+    """The epochs a finished run trained; None when the run is not finished.
+
+    Raises:
+        ModelFileError: ``run_dir`` is not a kvae run directory."""
+    info = _check_run_dir(run_dir)
+    return info.get("epochs_completed") if info.get("status") == "finished" else None
+
+
 def _make_run_dir(run_dir):
     try:
         os.makedirs(os.path.join(run_dir, CHECKPOINT_DIR), exist_ok=True)
         os.makedirs(os.path.join(run_dir, LOG_DIR), exist_ok=True)
     except OSError as err:
         raise KvaeError(f"Cannot create the run directory {run_dir!r}: {err}.") from None
-
-
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def _check_run_dir(run_dir):
@@ -388,6 +380,16 @@ def load_config(run_dir):
     return TrainConfig.from_file(path)
 
 
+def resume_config(run_dir):
+    """The ``TrainConfig`` saved in ``run_dir`` (its config.json), with ``resume=True``: the
+    settings ``kvae train --resume RUN_DIR`` continues with.
+
+    Raises:
+        ModelFileError: ``run_dir`` is not a kvae run directory or has no config.json.
+    """
+    return load_config(run_dir).replace(resume=True)
+
+
 def load_run(run_dir):
     """``(config, model)`` of a finished run directory.
 
@@ -410,12 +412,12 @@ def load_run(run_dir):
 
 def _write_run_file(run_dir, **fields):
     path = os.path.join(run_dir, RUN_FILE)
-    info = {}
-    if os.path.exists(path):
-        try:
-            info = _read_json(path)
-        except (OSError, ValueError):
-            info = {}
+    try:
+        info = _files.read_format_json(path, RUN_FORMAT, "run file")
+    except (FileNotFoundError, ModelFileError):
+        info = {}
+    for key in ("reason", "resume"):  # only an interrupted or failed run has them
+        info.pop(key, None)
     info.update(format=RUN_FORMAT, kvae_version=__version__, **fields)
     _files.write_json(path, info)
 
@@ -433,57 +435,120 @@ def _versions():
 
 
 # ----- training -------------------------------------------------------------------------------
-def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None):
+def _as_config(config):
+    if config is None:
+        return TrainConfig()
+    if isinstance(config, dict):
+        return TrainConfig.from_dict(config)
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(
+            f"Expected a TrainConfig, a dict or None. Received: {type(config).__name__}."
+        )
+    return config
+
+
+def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None, on_start=None):
     """Train a VAE as ``config`` says and write a run directory (see the module docstring).
 
     Args:
         config: a :class:`TrainConfig`, a dict of its keys, or None for the defaults (MNIST).
         run_dir: where to write the run; None: ``runs/<timestamp>-<short name>``. Must be new
-            or empty unless ``config.resume``.
+            or empty unless ``config.resume``; resuming a finished run needs more epochs than
+            it trained (ConfigError otherwise, saying how to train it longer).
         callbacks: more Keras callbacks for ``fit``.
         verbose: passed to ``fit`` ("auto" shows Keras' progress bar).
         data: optional ``((x_train, y_train), (x_test, y_test))`` arrays to use instead of
             loading ``config.dataset`` (which is then only a label).
+        on_start: called with the run directory once everything that a mistake in the config
+            or the data can make fail has been checked, just before the directory is written.
 
     Returns:
         A :class:`RunResult`.
+
+    However training ends, ``run.json`` says so: "finished", "interrupted" (Ctrl-C:
+    :class:`~kvae.errors.TrainingInterrupted`) or "failed" (anything else raised), the last
+    two with the reason and the command that resumes the run.
     """
     import keras
 
-    from kvae import evaluation
-    from kvae.callbacks import KLWarmup, TensorBoard
-    from kvae.datasets import make_dataset
-
-    if config is None:
-        config = TrainConfig()
-    elif isinstance(config, dict):
-        config = TrainConfig.from_dict(config)
-    elif not isinstance(config, TrainConfig):
-        raise ConfigError(
-            f"Expected a TrainConfig, a dict or None. Received: {type(config).__name__}."
-        )
+    config = _as_config(config)
     check_components(config)
+    # The strategy first: a multi-worker cluster must be set up before TensorFlow computes.
+    strategy = distribute.get_strategy(config.strategy)
+    chief = distribute.is_chief()
     ds = config.dataset
     if data is None and (ds.endswith(".npz") or os.sep in ds) and os.path.exists(ds):
         config = config.replace(dataset=os.path.abspath(ds))  # a path: resolve it
-    run_dir = _check_new_run_dir(run_dir, config)
+    run_dir = _check_new_run_dir(run_dir, config, chief)
 
     # Everything that can fail on a user's mistake (data, model arguments) happens before
     # the run directory is made, so a failed start leaves nothing behind.
     keras.utils.set_random_seed(config.seed)
     arrays = load_data(config, data)
     condition = condition_of(config, arrays)
-    strategy = _strategy(config)
     with strategy.scope():
         steps = math.ceil(len(arrays.x_train) / config.batch_size)
         model = build_model(config, arrays.input_shape, steps_per_epoch=steps, condition=condition)
         # The Prior contract's optional hook: a VampPrior with init="data" copies examples.
         init_prior = getattr(model.prior, "init_from_data", None)
-        if callable(init_prior):
+        if callable(init_prior) and not config.resume:
             init_prior(arrays.x_train, seed=config.seed)
-    _make_run_dir(run_dir)
-    _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
-    _write_run_file(run_dir, status="running", started=_now(), versions=_versions())
+    robust = training_callbacks(run_dir, config)
+    if on_start is not None:
+        on_start(run_dir)
+    # Only the chief writes the run directory; another worker writes the same files (saving
+    # and logging may need every worker) into a scratch folder, deleted at the end.
+    out = run_dir if chief else tempfile.mkdtemp(prefix="kvae-worker-")
+    ending = ("failed", "the run did not start")
+    try:
+        if chief:
+            _make_run_dir(run_dir)
+            _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
+            _write_run_file(run_dir, status="running", started=_now(), versions=_versions())
+        result = _train(config, model, arrays, run_dir, out, robust, list(callbacks), verbose)
+        ending = None
+        return result
+    except TrainingInterrupted as err:
+        ending = ("interrupted", str(err))
+        raise
+    except KeyboardInterrupt:
+        ending = ("interrupted", "Stopped at once by a second Ctrl-C.")
+        raise
+    except BaseException as err:
+        ending = ("failed", str(err) or type(err).__name__)
+        if not isinstance(err, KvaeError):
+            ending = ("failed", f"{type(err).__name__}: {ending[1]}")
+        raise
+    finally:
+        release_callbacks(robust)
+        if ending is not None and chief and os.path.isfile(os.path.join(run_dir, RUN_FILE)):
+            status, reason = ending
+            _write_run_file(
+                run_dir,
+                status=status,
+                finished=_now(),
+                reason=reason,
+                resume=f"kvae train --resume {shlex.quote(run_dir)}",
+            )
+        if out != run_dir:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
+    import keras
+
+    from kvae import evaluation
+    from kvae.callbacks import KLWarmup, TensorBoard
+    from kvae.datasets import make_dataset
+
+    initial_epoch = 0
+    found = resume_state(run_dir) if config.resume else None
+    resumed_at = int(found["epoch"]) if found is not None else 0
+    if found is not None and found["kind"] == "checkpoint":
+        # No backup (a run written before backups were kept): its checkpoint, and its epoch.
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(found["source"])
+        initial_epoch = resumed_at
     # The sampling state a freshly built (or loaded) model starts from: the test metrics are
     # computed from it, so evaluating the saved model reproduces them exactly.
     initial_seed_state = keras.ops.convert_to_numpy(model.seed_generator.state)
@@ -497,17 +562,18 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
     val_ds = None
     if arrays.x_val is not None:
         val_ds = make_dataset(arrays.x_val, config.batch_size, shuffle=False)
+    conditional = getattr(model, "condition", None) is not None
     train_y = None
-    if condition is not None:
+    if conditional:
         train_y = arrays.y_train
         val_ds = None if arrays.x_val is None else (arrays.x_val, arrays.y_val)
 
     shown_x = arrays.x_val if arrays.x_val is not None else arrays.x_test
     shown_y = arrays.y_val if arrays.x_val is not None else arrays.y_test
     tensorboard = TensorBoard(
-        os.path.join(run_dir, LOG_DIR),
+        os.path.join(out, LOG_DIR),
         # A conditional model's pictures would need y: scalars only.
-        x=None if condition is not None else shown_x[:_TENSORBOARD_EXAMPLES],
+        x=None if conditional else shown_x[:_TENSORBOARD_EXAMPLES],
         y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
         image_every=config.image_every,
         projector=config.projector,
@@ -525,67 +591,67 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
                 lambda epoch, lr: burda_learning_rate(epoch, config.epochs, config.learning_rate)
             )
         )
-    all_callbacks += _robustness_callbacks(run_dir, config)
-    all_callbacks += list(callbacks)
+    all_callbacks += robust + callbacks
 
     start = time.perf_counter()
-    history = model.fit(
-        train_data,
-        train_y,
-        batch_size=config.batch_size if train_data is arrays.x_train else None,
-        epochs=config.epochs,
-        validation_data=val_ds,
-        callbacks=all_callbacks,
-        verbose=verbose,
-        shuffle=train_data is arrays.x_train,  # make_dataset shuffles every epoch itself
-    )
-    train_seconds = time.perf_counter() - start
-    if getattr(model, "stop_training", False) and _nan_history(history.history):
-        _write_run_file(run_dir, status="failed", finished=_now(), reason="NaN loss")
-        raise TrainingError(
-            f"Training stopped: the loss became NaN. The run directory {run_dir!r} holds the "
-            "last good checkpoint. Lower the learning rate or set clip_norm, then train again."
+    try:
+        history = model.fit(
+            train_data,
+            train_y,
+            batch_size=config.batch_size if train_data is arrays.x_train else None,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            validation_data=val_ds,
+            callbacks=all_callbacks,
+            verbose=verbose,
+            shuffle=train_data is arrays.x_train,  # make_dataset shuffles every epoch itself
         )
+        train_seconds = time.perf_counter() - start
 
-    with _files.atomic_path(os.path.join(run_dir, MODEL_FILE)) as tmp:
-        model.save(tmp)
-    model.seed_generator.state.assign(initial_seed_state)
-    # The same call as kvae.evaluation.evaluate makes (arrays, the run's batch size).
-    test_y = arrays.y_test if condition is not None else None
-    scores = model.evaluate(
-        arrays.x_test, test_y, batch_size=config.batch_size, return_dict=True, verbose=0
-    )
-    metrics = {k: float(v) for k, v in scores.items()}
-    metrics["num_examples"] = int(len(arrays.x_test))
-    metrics.update(
-        evaluation.latent_summary(
-            model,
-            arrays.x_test[:10000],
-            seed=config.seed,
-            y=None if test_y is None else test_y[:10000],
+        with _files.atomic_path(os.path.join(out, MODEL_FILE)) as tmp:
+            model.save(tmp)
+        model.seed_generator.state.assign(initial_seed_state)
+        # The same call as kvae.evaluation.evaluate makes (arrays, the run's batch size).
+        test_y = arrays.y_test if conditional else None
+        scores = model.evaluate(
+            arrays.x_test, test_y, batch_size=config.batch_size, return_dict=True, verbose=0
         )
-    )
-    if config.eval_num_samples:
-        extra = {} if test_y is None else {"y": test_y}
-        ll = model.log_likelihood(
-            arrays.x_test, num_samples=config.eval_num_samples, seed=config.seed, **extra
+        metrics = {k: float(v) for k, v in scores.items()}
+        metrics["num_examples"] = int(len(arrays.x_test))
+        metrics.update(
+            evaluation.latent_summary(
+                model,
+                arrays.x_test[:10000],
+                seed=config.seed,
+                y=None if test_y is None else test_y[:10000],
+            )
         )
-        metrics["log_likelihood"] = float(np.mean(ll))
-        metrics["log_likelihood_num_samples"] = config.eval_num_samples
-    epochs_done = history.epoch[-1] + 1 if history.epoch else 0  # counts resumed epochs too
-    metrics["train_seconds"] = train_seconds
-    metrics["epochs_completed"] = epochs_done
-    _files.write_json(os.path.join(run_dir, METRICS_FILE), metrics)
-    tensorboard.log_metrics(metrics)
-    tensorboard.close()
-    _write_run_file(
-        run_dir,
-        status="finished",
-        finished=_now(),
-        train_seconds=train_seconds,
-        epochs_completed=epochs_done,
-        data_shape=list(arrays.input_shape),
-    )
+        if config.eval_num_samples:
+            extra = {} if test_y is None else {"y": test_y}
+            ll = model.log_likelihood(
+                arrays.x_test, num_samples=config.eval_num_samples, seed=config.seed, **extra
+            )
+            metrics["log_likelihood"] = float(np.mean(ll))
+            metrics["log_likelihood_num_samples"] = config.eval_num_samples
+        epochs_done = history.epoch[-1] + 1 if history.epoch else resumed_at
+        metrics["train_seconds"] = train_seconds
+        metrics["epochs_completed"] = epochs_done
+        _files.write_json(os.path.join(out, METRICS_FILE), metrics)
+        tensorboard.log_metrics(metrics)
+    finally:
+        tensorboard.close()
+    if out == run_dir:
+        _write_run_file(
+            run_dir,
+            status="finished",
+            finished=_now(),
+            train_seconds=train_seconds,
+            epochs_completed=epochs_done,
+            # What ran: VAE.fit may move it to a divisor of the steps per epoch.
+            steps_per_execution=int(model.steps_per_execution or 1),
+            replicas=int(model.distribute_strategy.num_replicas_in_sync),
+            data_shape=list(arrays.input_shape),
+        )
     return RunResult(
         run_dir=run_dir,
         model=model,
@@ -593,11 +659,6 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None)
         metrics=metrics,
         config=config,
     )
-
-
-def _nan_history(history):
-    losses = history.get("loss") or []
-    return bool(losses) and not np.isfinite(losses[-1])
 
 
 def load_test_data(config):

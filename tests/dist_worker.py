@@ -150,6 +150,67 @@ def multi_worker(out_dir):
         )
 
 
+def _train_config(strategy):
+    return {
+        "dataset": "digits",
+        "max_train_examples": 256,
+        "max_test_examples": 64,
+        "batch_size": 32,
+        "epochs": 2,
+        "latent_dim": 2,
+        "validation": "none",
+        "image_every": 0,
+        "projector": False,
+        "eval_num_samples": 0,
+        "strategy": strategy,
+        "seed": 0,
+    }
+
+
+def train_multi_worker(out_dir):
+    """kvae.train.train under a 2-worker cluster, into OUT_DIR/run (each worker its own, so
+    what each wrote can be told apart): writes OUT_DIR/result.json."""
+    import tempfile
+
+    from kvae import distribute
+    from kvae.train import train
+
+    run_dir = os.path.join(out_dir, "run")
+    result = train(_train_config("multi-worker"), run_dir, verbose=0)
+    with open(os.path.join(out_dir, "result.json"), "w") as f:
+        json.dump(
+            {
+                "chief": distribute.is_chief(),
+                "epochs": len(result.history["loss"]),
+                "loss": result.history["loss"],
+                "test_loss": result.metrics["loss"],
+                "scratch_left": [
+                    n for n in os.listdir(tempfile.gettempdir()) if n.startswith("kvae-worker-")
+                ],
+            },
+            f,
+        )
+
+
+def cli_mirrored(run_dir):
+    """`kvae train --strategy mirrored` over two logical CPU devices, through the command line
+    (in-process: the devices must be set before TensorFlow starts)."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from kvae.cli import main
+
+    args = ["train", "--run-dir", run_dir, "--progress", "none"]
+    for key, value in _train_config("mirrored").items():
+        flag = "--" + key.replace("_", "-")
+        if value is False:
+            args.append(f"--no-{key}")
+        else:
+            args += [flag, str(value)]
+    main(args, standalone_mode=True)
+
+
 def tpu(out):
     from kvae import distribute
     from kvae.errors import ConfigError
@@ -166,4 +227,11 @@ def tpu(out):
 
 if __name__ == "__main__":
     mode, target = sys.argv[1], sys.argv[2]
-    {"mirrored": mirrored, "multi-worker": multi_worker, "tpu": tpu}[mode](target)
+    modes = {
+        "mirrored": mirrored,
+        "multi-worker": multi_worker,
+        "train-multi-worker": train_multi_worker,
+        "cli-mirrored": cli_mirrored,
+        "tpu": tpu,
+    }
+    modes[mode](target)

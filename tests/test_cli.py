@@ -172,6 +172,63 @@ def test_evaluate_table(run_dir):
         assert text in result.stdout
 
 
+def test_evaluate_gaps_method_and_records(run_dir):
+    result = _kvae(
+        "evaluate",
+        run_dir,
+        "--method",
+        "quadrature",
+        "--gaps",
+        "--gap-examples",
+        6,
+        "--max-examples",
+        12,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)
+    assert m["log_likelihood_method"] == "quadrature" and m["gap_method"] == "quadrature"
+    assert m["gap_num_examples"] == 6
+    # The identity: inference = approximation + amortisation (per example, so in the means).
+    total = m["gap_approximation"] + m["gap_amortisation"]
+    assert m["gap_inference"] == pytest.approx(total, abs=1e-9)
+    assert m["gap_inference"] > 0 and m["gap_amortisation"] >= -3 * m["gap_amortisation_stderr"]
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["gap_inference"] == m["gap_inference"] and "elbo" in saved  # merged
+    # ... and into TensorBoard's top-level run, where the hparams dashboard reads metrics.
+    import glob
+
+    import tensorflow as tf
+
+    tags = {}
+    for path in glob.glob(str(run_dir / "logs" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag.startswith("test/"):
+                    tags[value.tag] = float(tf.make_ndarray(value.tensor))
+    assert tags["test/gap_inference"] == pytest.approx(m["gap_inference"], rel=1e-6)
+    assert "test/gap_amortisation_stderr" in tags
+    table = _kvae("evaluate", run_dir, "--method", "auto", "--max-examples", 5)
+    assert table.exit_code == 0, table.output
+    assert "log p(x) (quadrature)" in table.stdout
+
+
+def test_plot_posterior(run_dir, tmp_path):
+    out = tmp_path / "posterior.png"
+    result = _kvae("plot", run_dir, "--kind", "posterior", "-n", 2, "-o", out)
+    assert result.exit_code == 0, result.output
+    h, w = _png_size(out)
+    assert h > w / 2 and f"Wrote {out}" in result.stdout
+
+
+def test_evaluate_refuses_a_method_that_does_not_apply(run_dir):
+    result = _kvae("evaluate", run_dir, "--method", "exact")
+    assert result.exit_code != 0
+    _no_traceback(result)
+    assert "['iwae', 'quadrature', 'ais']" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_pictures(run_dir, tmp_path):
     # digits are 8x8: default scale 6, 1-pixel separators scaled too
     out = tmp_path / "s.png"
@@ -415,13 +472,111 @@ def test_resume_needs_an_existing_run(tmp_path):
     assert result.exit_code == 2
 
 
-def test_failed_start_leaves_no_run_dir(tmp_path):
+def test_failed_start_leaves_no_run_dir(tmp_path, monkeypatch):
     run = tmp_path / "run"
     result = _kvae("train", "--dataset", "no-such-data", "--run-dir", run)
     assert result.exit_code == 1 and "no-such-data" in result.output and "digits" in result.output
+    assert "writing the run to" not in result.output  # the config is checked before that
+    monkeypatch.chdir(tmp_path)
+    result = _kvae("train", "--dataset", "nope")  # the default runs/<time>-<name>
+    assert result.exit_code == 1 and "writing the run to" not in result.output
+    assert not (tmp_path / "runs").exists()
+    result = _kvae("train", "--dataset", "digits", "--free-bits", "1", "--objective", "iwae")
+    assert result.exit_code == 1 and "free_bits=0 with objective='iwae'" in result.output
+    assert "writing the run to" not in result.output and not (tmp_path / "runs").exists()
     result = _kvae(
         "train", "--dataset", "digits", "--encoder-kwargs", '{"hidden": [0]}', "--run-dir", run
     )
     assert result.exit_code == 1 and "hidden" in result.output, result.output
     _no_traceback(result)
     assert not run.exists()
+
+
+def test_resume_a_finished_run_trains_longer_or_says_it_is_finished(run_dir, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(run_dir, run)
+    # As many epochs as it trained: nothing to do, said plainly, exit status 0.
+    result = _kvae("train", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert "is finished: it trained 2 epochs" in result.output
+    assert f"kvae train --resume {run} --epochs 3" in result.output
+    assert "Resuming" not in result.output
+    # More epochs: it goes on from epoch 2 (not from 0) and records what ran.
+    result = _kvae("train", "--resume", run, "--epochs", "3", "--steps-per-execution", "3")
+    assert result.exit_code == 0, result.output
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["epochs_completed"] == 3
+    # 256 examples in batches of 64 = 4 steps per epoch; VAE.fit moves 3 steps per compiled
+    # call to a divisor of 4 (2 or 4): run.json records the one that ran, not the 3 asked.
+    assert info["steps_per_execution"] in (2, 4), info
+    assert json.loads((run / "config.json").read_text())["steps_per_execution"] == 3
+    assert _hparam(run / "logs", "steps_per_execution") == info["steps_per_execution"]
+    with open(run / "history.csv") as f:
+        assert [row.split(",")[0] for row in f.read().split()[1:]] == ["0", "1", "2"]
+    from kvae.saving import load_model
+
+    model = load_model(run / "checkpoints" / "last.keras")
+    assert int(model.optimizer.iterations.numpy()) == 3 * 4  # 2 epochs before, 1 now
+
+
+def _hparam(log_dir, name):
+    """The value of hparam ``name`` in the latest hparams session written under ``log_dir``."""
+    import glob
+
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    found = []
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(
+                        value.metadata.plugin_data.content
+                    )
+                    found.append((event.wall_time, data.session_start_info.hparams[name]))
+    return max(found, key=lambda pair: pair[0])[1].number_value
+
+
+def _one_step_update(tmp_path, name, *options):
+    """Train one step (64 examples, one batch) through the CLI; the change of the weights."""
+    import keras
+
+    from kvae.config import TrainConfig
+    from kvae.saving import load_model
+    from kvae.train import build_model, load_config
+
+    run = tmp_path / name
+    args = [*TINY, "--max-train-examples", "64", "--max-test-examples", "16", "--epochs", "1"]
+    args += ["--validation", "none", "--image-every", "0", "--no-projector"]
+    result = _kvae("train", *args, "--eval-num-samples", "0", *options, "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    config = load_config(run)
+    assert isinstance(config, TrainConfig)
+    keras.utils.set_random_seed(config.seed)  # the initial weights train() started from
+    start = build_model(config, (8, 8, 1), steps_per_epoch=1).trainable_weights
+    end = load_model(run / "model.keras").trainable_weights
+    return np.concatenate(
+        [(np.asarray(b) - np.asarray(a)).ravel() for a, b in zip(start, end, strict=True)]
+    )
+
+
+def test_clip_norm_and_optimizer_shape_the_step(tmp_path):
+    """One step from the same initial weights. SGD with learning rate 1 and --clip-norm c
+    moves the weights by exactly c (the gradient's norm, far above c, is clipped to c).
+    Adam's first step moves every weight with a non-zero gradient by lr * |g| / (|g| + 1e-7),
+    i.e. lr to 1e-4 relative for |g| >> 1e-7: a largest move of lr, and a norm of many lr."""
+    sgd = _one_step_update(
+        tmp_path, "sgd", "--optimizer", "sgd", "--learning-rate", "1", "--clip-norm", "0.001"
+    )
+    np.testing.assert_allclose(np.linalg.norm(sgd), 0.001, rtol=1e-3)
+    adam = _one_step_update(tmp_path, "adam", "--optimizer", "adam", "--learning-rate", "0.001")
+    np.testing.assert_allclose(np.max(np.abs(adam)), 0.001, rtol=1e-3)
+    assert np.linalg.norm(adam) > 10 * 0.001
+
+
+def test_evaluate_help_lists_methods_and_gaps():
+    result = _kvae("evaluate", "--help")
+    assert result.exit_code == 0
+    for text in ("iwae|exact|quadrature|ais|auto", "--gaps", "--gap-examples", "--ais-chains"):
+        assert text in result.output

@@ -101,7 +101,7 @@ def test_nan_in_the_reconstruction_stops_with_term_and_step(tmp_path):
     assert "learning rate too high" in message and "[0, 1]" in message  # usual causes
     checkpoint = tmp_path / "checkpoints" / "last.keras"
     assert str(checkpoint) in message and "after epoch 1, step 8" in message
-    assert model.stop_training
+    assert int(model.optimizer.iterations.numpy()) == 9  # stopped at once: no step after it
     _assert_last_good(tmp_path, epoch=1, step=8)
 
 
@@ -127,7 +127,7 @@ def _assert_last_good(run_dir, epoch, step):
     loaded = kvae.load_model(run_dir / "checkpoints" / "last.keras")
     assert all(np.all(np.isfinite(w)) for w in loaded.get_weights())
     assert loaded.evaluate(X, verbose=0, return_dict=True)["loss"] < np.inf
-    backup = _state(run_dir / "backup" / "state.json")
+    backup = _state(run_dir / "backup" / "training_metadata.json")
     assert backup["step"] <= step
     assert not (run_dir / "history.csv").read_text().count("nan")
 
@@ -182,7 +182,13 @@ def test_nan_through_the_command_line(tmp_path):
     assert isinstance(result.exception, SystemExit)  # a clean exit, not a traceback
     assert "Training stopped at epoch 1/3" in result.output
     assert "learning rate too high" in result.output
-    assert json.loads((run / "run.json").read_text())["status"] != "finished"
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "failed", info
+    assert (
+        info["reason"].startswith("Training stopped at epoch 1/3")
+        and "learning rate" in info["reason"]
+    )
+    assert info["resume"] == f"kvae train --resume {run}"
 
 
 # ----- on_nan="skip" ----------------------------------------------------------------------
@@ -217,3 +223,49 @@ def test_skip_drops_bad_steps_then_gives_up(tmp_path):
     # Skipped steps applied no gradient: the weights stayed finite, and so did the metrics.
     assert all(np.all(np.isfinite(w)) for w in model.get_weights() if np.size(w) > 1)
     assert "nan" not in (tmp_path / "history.csv").read_text()
+
+
+class RepairFuse(keras.callbacks.Callback):
+    """In epoch ``epoch`` (0-based), after batch ``batch``, set every Fuse back to 1."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self._current = epoch, batch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._current == self.epoch and batch == self.batch:
+            for layer in self.model._flatten_layers():
+                if isinstance(layer, Fuse):
+                    layer.fuse.assign(1.0)
+
+
+def test_skip_recovers_and_the_run_finishes(tmp_path, capsys):
+    """Epoch 2's first 3 steps (one step per call) see an infinite decoder: they are
+    skipped (fewer than the 10 it tolerates), then the fuse is mended and training goes on
+    to the end: exactly 3 steps skipped, finite metrics in every epoch, a checkpoint of the
+    last epoch."""
+    model = _model("decoder")
+    history = model.fit(
+        X,
+        epochs=3,
+        batch_size=8,  # 16 steps per epoch
+        verbose=0,
+        callbacks=[
+            *training_callbacks(tmp_path, {"on_nan": "skip"}),
+            BlowFuse(1),
+            RepairFuse(1, 2),
+        ],
+    )
+    assert history.epoch == [0, 1, 2]
+    assert int(model.skipped_steps.result().numpy()) == 3
+    assert "skipped 3 training step(s)" in capsys.readouterr().err
+    assert all(np.isfinite(v) for values in history.history.values() for v in values)
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    state = _state(tmp_path / "checkpoints" / "state.json")
+    assert state["epoch"] == 3 and state["step"] == 3 * 16
+    with open(tmp_path / "history.csv") as f:
+        rows = f.read().split()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"] and "nan" not in f"{rows}"

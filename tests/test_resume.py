@@ -18,13 +18,9 @@ import numpy as np
 import pytest
 
 import kvae
-from kvae.checkpointing import (
-    TrainingInterrupted,
-    resume_config,
-    resume_state,
-    training_callbacks,
-)
-from kvae.errors import ConfigError, ModelFileError, TrainingError
+from kvae.checkpointing import resume_state, training_callbacks
+from kvae.errors import ConfigError, ModelFileError, TrainingError, TrainingInterrupted
+from kvae.train import resume_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 240  # seconds per process; each takes 5-15 s on 2 cores
@@ -88,6 +84,13 @@ def _history(run_dir):
         return list(csv.DictReader(f))
 
 
+def _rows_written(run_dir):
+    try:
+        return len(_history(run_dir))
+    except OSError:
+        return 0
+
+
 def _wait_and_signal(proc, ready, sig, timeout=TIMEOUT):
     """Poll ``ready()`` until true, then send ``sig`` to ``proc``; return what ready gave."""
     start = time.monotonic()
@@ -118,7 +121,7 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_result(tmp_path):
     try:
 
         def mid_epoch():
-            state = _read_json(victim / "backup" / "state.json")
+            state = _read_json(victim / "backup" / "training_metadata.json")
             return state if state and state["epoch"] >= 1 and state["batch"] >= 8 else None
 
         _wait_and_signal(proc, mid_epoch, signal.SIGKILL)
@@ -128,7 +131,9 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_result(tmp_path):
             proc.kill()
         proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    killed = _read_json(victim / "backup" / "state.json")  # what the kill left committed
+    killed = _read_json(
+        victim / "backup" / "training_metadata.json"
+    )  # what the kill left committed
     assert killed["batch"] > 0, killed  # inside an epoch, not at its end
     done_before = int(killed["epoch"])
     assert _read_json(victim / "run.json")["status"] == "running"
@@ -143,7 +148,7 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_result(tmp_path):
     info = _read_json(victim / "run.json")
     assert info["status"] == "finished" and info["epochs_completed"] == EPOCHS
     assert [int(r["epoch"]) for r in _history(victim)] == list(range(EPOCHS))
-    assert not [n for n in os.listdir(victim / "checkpoints") if n.startswith(".tmp-")]
+    assert not [n for n in os.listdir(victim / "checkpoints") if ".tmp" in n]
 
     loss = _read_json(victim / "metrics.json")["loss"]
     want = _read_json(reference / "metrics.json")["loss"]
@@ -155,8 +160,8 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_result(tmp_path):
 # ----- Ctrl-C -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
-    """Exit status: kvae's CLI reports the TrainingInterrupted error (exit 1 with its message;
-    130, the shell's code for SIGINT, when the CLI maps that error to it). No traceback."""
+    """Exit status 130 (the shell's code for SIGINT), the message, no traceback; run.json
+    says "interrupted" with the reason and the resume command."""
     run = tmp_path / "run"
     proc = subprocess.Popen(
         _command("train", *TRAIN_ARGS, "--epochs", 50, "--run-dir", run),
@@ -166,13 +171,13 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
         text=True,
     )
     try:
-        _wait_and_signal(proc, (run / "history.csv").exists, signal.SIGINT)
+        _wait_and_signal(proc, lambda: _rows_written(run), signal.SIGINT)  # after epoch 1
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode in (130, 1), err[-3000:]
+    assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
     assert f"Resume with: kvae train --resume {run}" in err
     assert "Interrupted" in err
@@ -182,7 +187,14 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert isinstance(kvae.load_model(run / "checkpoints" / "last.keras"), kvae.VAE)
     assert len(_history(run)) >= 1
     assert os.listdir(run / "logs" / "train")
-    assert _read_json(run / "run.json")["status"] == "running"
+    info = _read_json(run / "run.json")
+    assert info["status"] == "interrupted", info
+    assert (
+        info["reason"].startswith("Interrupted ") and info["resume"] == f"kvae train --resume {run}"
+    )
+    # The interrupted epoch is not printed as complete: no "64/64" after the last "Epoch" line.
+    last_epoch = out[out.rindex("Epoch ") :]
+    assert "64/64" not in last_epoch or "Interrupted after epoch" in err, last_epoch[-500:]
 
     # Resume for one more epoch: it starts where the interrupt left off.
     until = state["epoch"] + 1
@@ -268,7 +280,7 @@ def test_unwritable_run_directory_keeps_the_previous_checkpoint(tmp_path):
     # The checkpoint of epoch 1 is intact and loads.
     assert _read_json(tmp_path / "checkpoints" / "state.json")["epoch"] == 1
     assert isinstance(kvae.load_model(checkpoint), kvae.VAE)
-    assert not [n for n in os.listdir(tmp_path / "checkpoints") if n.startswith(".tmp-")]
+    assert not [n for n in os.listdir(tmp_path / "checkpoints") if ".tmp" in n]
 
 
 @pytest.mark.slow
@@ -300,7 +312,7 @@ def test_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(tmp_pat
     assert "is intact" in result["error"]
     assert result["loaded"] == "VAE" and result["checkpoint_epoch"] == 1
     assert result["sigint_handler_restored"]
-    assert not [n for n in os.listdir(run / "backup") if n.startswith(".tmp-")]
+    assert not [n for n in os.listdir(run / "backup") if ".tmp" in n]
 
 
 # ----- resume helpers -----------------------------------------------------------------------------
@@ -321,7 +333,7 @@ def test_resume_config_reads_the_runs_config(tmp_path):
 def test_resume_state_of_an_empty_or_damaged_run(tmp_path):
     assert resume_state(tmp_path) is None
     (tmp_path / "backup").mkdir()
-    (tmp_path / "backup" / "state.json").write_text("{ truncated")
+    (tmp_path / "backup" / "training_metadata.json").write_text("{ truncated")
     with pytest.raises(ModelFileError, match="unreadable"):
         resume_state(tmp_path)
 
@@ -356,3 +368,82 @@ def test_training_callbacks_checks_its_options(tmp_path, monkeypatch):
     assert all(isinstance(c, keras.callbacks.Callback) for c in callbacks)
     assert any(isinstance(c, keras.callbacks.BackupAndRestore) for c in callbacks)
     assert not os.listdir(tmp_path)  # nothing is written before training starts
+
+
+# ----- backup schedule ----------------------------------------------------------------------------
+class _BackupWrites(keras.callbacks.Callback):
+    """Counts the backups written: after each compiled call (and epoch end), whether any file
+    of RUN/backup is new or was replaced (os.replace gives it a new inode)."""
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.folder = os.path.join(run_dir, "backup")
+        self.seen, self.writes = set(), 0
+
+    def _look(self):
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return
+        now = set()
+        for name in names:
+            with_stat = os.stat(os.path.join(self.folder, name))
+            now.add((name, with_stat.st_ino, with_stat.st_mtime_ns))
+        if now - self.seen:
+            self.writes += 1
+        self.seen = now
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._look()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._look()
+
+
+def test_backup_steps_saves_every_n_steps_not_every_batch(tmp_path):
+    """Two epochs of 12 steps with backup_steps=5: Keras' schedule counts steps across the
+    epoch boundary, so step backups land after steps 5, 10, 15 and 20 (4), plus one at each
+    epoch end (2): 6 writes. The old Backup set Keras' private `_last_batch_seen` before
+    asking `_should_save_on_batch`, so every batch looked like a new epoch: ~24 writes."""
+    x = np.random.default_rng(1).random((96, 8, 8, 1)).astype("float32")  # 12 steps of 8
+    counter = _BackupWrites(tmp_path)
+    _model().fit(
+        x,
+        epochs=2,
+        batch_size=8,
+        verbose=0,
+        callbacks=[*training_callbacks(tmp_path, backup_steps=5), counter],
+    )
+    assert counter.writes == 6
+
+
+def test_any_error_in_training_marks_the_run_failed(tmp_path):
+    """Not only a NaN: whatever raises out of training leaves run.json saying "failed", with
+    the reason and the resume command (and the SIGINT handler given back)."""
+    from kvae.config import TrainConfig
+    from kvae.train import train
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("the cooling failed")
+
+    config = TrainConfig(
+        dataset="digits",
+        max_train_examples=64,
+        max_test_examples=16,
+        batch_size=32,
+        epochs=3,
+        validation="none",
+        image_every=0,
+        projector=False,
+        eval_num_samples=0,
+        jit=False,
+    )
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="the cooling failed"):
+        train(config, run, callbacks=[Boom()], verbose=0)
+    info = _read_json(run / "run.json")
+    assert info["status"] == "failed" and info["reason"] == "RuntimeError: the cooling failed"
+    assert info["resume"] == f"kvae train --resume {run}" and "finished" in info
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert resume_state(run)["epoch"] == 1  # the backup of epoch 1's end was written first

@@ -106,7 +106,7 @@ def test_validation_run_scalars_histograms_images(run):
     for tag in ("posterior/mean", "posterior/scale", "posterior/mean_z0", "posterior/mean_z1"):
         assert events[tag][0] == "histograms", tag
     # image_every=2: epoch index 1 (the 2nd), and after the last epoch (index 2)
-    for tag in ("reconstructions", "samples", "traversal", "manifold"):
+    for tag in ("reconstructions", "samples", "traversal", "manifold", "posterior"):
         assert events[tag][0] == "images" and events[tag][1] == [1, 2], tag
 
 
@@ -145,6 +145,34 @@ def test_projector_files(run):
 
     with Image.open(os.path.join(log_dir, "projector", "sprite.png")) as sprite:
         assert sprite.size == (10 * 8, 10 * 8)
+
+
+def test_projector_files_are_replaced_not_rewritten_in_place(run):
+    """Every projector file is written to a temporary name and renamed onto its name (a
+    reader never sees half a file): writing them again gives each a new inode. The old
+    writer (np.savetxt, open(..., "w"), projector.visualize_embeddings) rewrote them in
+    place, keeping the inode."""
+    (_, _), (xt, yt) = kvae.datasets.load("digits")
+    log_dir = run["log_dir"]
+    names = [
+        "projector_config.pbtxt",
+        "projector/embeddings.tsv",
+        "projector/metadata.tsv",
+        "projector/sprite.png",
+    ]
+    before = {n: os.stat(os.path.join(log_dir, n)).st_ino for n in names}
+    tb = TensorBoard(log_dir, x=xt[:50], y=yt[:50])
+    tb.set_model(run["model"])
+    tb.write_projector()
+    after = {n: os.stat(os.path.join(log_dir, n)).st_ino for n in names}
+    assert all(after[n] != before[n] for n in names), (before, after)
+    assert not [n for n in os.listdir(os.path.join(log_dir, "projector")) if ".tmp" in n]
+    # The rows are the posterior means of x (6 significant digits written).
+    means = kvae.evaluation.posterior_moments(run["model"], xt[:50].astype("float32"))[0]
+    got = np.loadtxt(os.path.join(log_dir, "projector", "embeddings.tsv"), delimiter="\t")
+    np.testing.assert_allclose(got, means, rtol=1e-5, atol=1e-6)
+    with open(os.path.join(log_dir, "projector", "metadata.tsv")) as f:
+        assert f.read().split() == [str(v) for v in yt[:50]]
 
 
 def test_kl_warmup_reaches_target_and_logs_beta(run):

@@ -14,7 +14,8 @@ Layout under ``log_dir`` (each folder is a TensorBoard run):
   pooled) and ``posterior/mean_z<u>`` (first units). Every ``image_every`` epochs (and after
   the last): images ``reconstructions`` (input rows over reconstruction rows), ``samples``
   (means of p(x|z), z from the prior, the same z every time), ``traversal`` (one unit varied
-  per row) and ``manifold`` (2-D latents only).
+  per row), and for 2-D latents ``manifold`` and ``posterior`` (p(z|x) of three examples with
+  q and q* over it, see kvae.plots.posterior).
 * ``.`` (``log_dir`` itself): the hparams session (the config passed as ``hparams``), the
   test metrics written by :meth:`TensorBoard.log_metrics` as ``test/<name>``, and the
   embedding projector: ``projector_config.pbtxt`` with ``projector/embeddings.tsv``
@@ -33,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae import evaluation, plots
+from kvae import _files, evaluation, plots
 from kvae._checks import positive_int
 from kvae.errors import ConfigError
 
@@ -175,26 +176,31 @@ class TensorBoard(keras.callbacks.Callback):
         }
         if model.latent_dim == 2:
             images["manifold"] = plots.manifold(model, n=15)
+            # p(z|x) with q and q* over it (quadrature, a small L-BFGS per example): 3 images.
+            images["posterior"] = plots.posterior(model, self.x[:3], n=3)
         for name, grid in images.items():
             tf.summary.image(name, grid[None], step=step, max_outputs=1)
 
     def write_projector(self):
-        """Write the embedding projector files for the posterior means of ``x``."""
+        """Write the embedding projector files for the posterior means of ``x``, each to a
+        temporary name and then renamed (TensorBoard may be reading them)."""
+        from google.protobuf import text_format
         from tensorboard.plugins import projector
 
         x = self.x[: self.max_projector_points]
         means = evaluation.posterior_moments(self.model, x)[0]
         folder = os.path.join(self.log_dir, "projector")
         os.makedirs(folder, exist_ok=True)
-        np.savetxt(os.path.join(folder, "embeddings.tsv"), means, delimiter="\t", fmt="%.6g")
+        rows = ["\t".join(f"{v:.6g}" for v in row) for row in np.asarray(means, np.float64)]
+        _files.write_text(os.path.join(folder, "embeddings.tsv"), "".join(r + "\n" for r in rows))
         config = projector.ProjectorConfig()
         embedding = config.embeddings.add()
         embedding.tensor_name = "posterior_mean"
         embedding.tensor_path = "projector/embeddings.tsv"
         if self.y is not None:
-            with open(os.path.join(folder, "metadata.tsv"), "w", encoding="utf-8") as f:
-                # One column: no header line (the projector's rule for single-column metadata).
-                f.writelines(f"{label}\n" for label in self.y[: len(x)])
+            # One column: no header line (the projector's rule for single-column metadata).
+            labels = "".join(f"{label}\n" for label in self.y[: len(x)])
+            _files.write_text(os.path.join(folder, "metadata.tsv"), labels)
             embedding.metadata_path = "projector/metadata.tsv"
         shape = plots.image_shape(self.model.data_shape)
         if shape is not None:
@@ -205,14 +211,22 @@ class TensorBoard(keras.callbacks.Callback):
                 plots.save_grid(sprite, os.path.join(folder, "sprite.png"))
                 embedding.sprite.image_path = "projector/sprite.png"
                 embedding.sprite.single_image_dim.extend([w, h])
-        projector.visualize_embeddings(self.log_dir, config)
+        # What projector.visualize_embeddings writes, but atomically.
+        _files.write_text(
+            os.path.join(self.log_dir, "projector_config.pbtxt"),
+            text_format.MessageToString(config),
+        )
 
     def _write_hparams(self):
         from tensorboard.plugins.hparams import api as hp
 
         trial = self.trial_id or os.path.basename(os.path.dirname(os.path.abspath(self.log_dir)))
+        values = dict(self.hparams)
+        if "steps_per_execution" in values and self.model is not None:
+            # What runs: kvae.VAE.fit may have moved it to a divisor of the steps per epoch.
+            values["steps_per_execution"] = int(self.model.steps_per_execution or 1)
         with self._writer(".").as_default():
-            hp.hparams(_hparam_values(self.hparams), trial_id=trial, start_time_secs=time.time())
+            hp.hparams(_hparam_values(values), trial_id=trial, start_time_secs=time.time())
 
     def log_metrics(self, metrics, step=None, prefix="test/"):
         """Write final metrics (e.g. the test set's) as ``<prefix><name>`` scalars in the

@@ -57,17 +57,62 @@ def _done(path, size=None):
 
 
 # ----- evaluate -----------------------------------------------------------------------------
+_METHODS = ["iwae", "exact", "quadrature", "ais", "auto"]
+
+
 @click.command(
-    context_settings=_CONTEXT, short_help="Test ELBO, log p(x) (IWAE), active units, KL per unit."
+    context_settings=_CONTEXT,
+    short_help="Test ELBO, log p(x) (IWAE, exact, quadrature, AIS), the gaps, active units.",
 )
 @_run_dir
+@click.option(
+    "--method",
+    type=click.Choice(_METHODS),
+    default="iwae",
+    show_default=True,
+    help="How to compute log p(x): iwae (importance sampling from q, a lower bound, any model); "
+    "exact (closed form: linear decoder, Gaussian likelihood, N(0, I) prior); quadrature (a "
+    "grid, latent_dim <= 3); ais (annealed importance sampling with HMC, any model); auto "
+    "(exact, else quadrature, else iwae). A method that does not apply is refused with the "
+    "list of those that do.",
+)
 @click.option(
     "--num-samples",
     "-k",
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
-    help="K importance samples per example for log p(x) (Burda et al. report K=5000).",
+    help="K importance samples per example for --method iwae (Burda et al. report K=5000).",
+)
+@click.option(
+    "--ais-temperatures",
+    type=click.IntRange(min=2),
+    default=100,
+    show_default=True,
+    help="Intermediate distributions of AIS (--method ais, and the gaps when AIS is used).",
+)
+@click.option(
+    "--ais-chains",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="AIS chains per example.",
+)
+@click.option(
+    "--gaps",
+    "with_gaps",
+    is_flag=True,
+    help="Also the inference gap (log p(x) - ELBO(q)), approximation gap (log p(x) - ELBO(q*), "
+    "q* optimised per example) and amortisation gap (ELBO(q*) - ELBO(q)), with standard errors, "
+    "on the first --gap-examples test examples; log p(x) for them by exact, else quadrature, "
+    "else AIS (or --method if not iwae). Added to the run's metrics.json and TensorBoard.",
+)
+@click.option(
+    "--gap-examples",
+    type=click.IntRange(min=2),
+    default=500,
+    show_default=True,
+    help="Test examples used for --gaps.",
 )
 @click.option(
     "--batch-size",
@@ -78,18 +123,63 @@ def _done(path, size=None):
 @_max_examples()
 @_seed
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(run_dir, num_samples, batch_size, max_examples, seed, as_json):
-    """Test metrics of a run: ELBO, reconstruction, KL, the importance-weighted estimate of
-    log p(x) with K samples, active units and the KL per latent dimension (nats)."""
+def evaluate(
+    run_dir,
+    method,
+    num_samples,
+    ais_temperatures,
+    ais_chains,
+    with_gaps,
+    gap_examples,
+    batch_size,
+    max_examples,
+    seed,
+    as_json,
+):
+    """Test metrics of a run (nats per example): ELBO, reconstruction, KL, log p(x) by the
+    chosen method with its standard error, active units and the KL per latent dimension;
+    with --gaps, the variational gaps of log p(x) = ELBO(q) + KL(q(z|x) || p(z|x))."""
     from kvae import evaluation
 
     config, model = _load(run_dir)
     x, y = _test_data(config, max_examples)
     batch_size = batch_size or config.batch_size
-    conditional = {} if getattr(model, "condition", None) is None else {"y": y}
+    ais_options = {"num_temperatures": ais_temperatures, "num_chains": ais_chains}
+    conditional = getattr(model, "condition", None) is not None
+    chosen = "iwae" if conditional else evaluation.choose_method(model, method)
+    options = ais_options if chosen == "ais" else {}
+    if conditional:
+        if method not in (None, "iwae", "auto") or with_gaps:
+            from kvae.errors import ConfigError
+
+            raise ConfigError(
+                "Expected the IWAE method and no --gaps for a conditional run (the other "
+                f"log p(x) methods take no condition yet). Received: --method {method}"
+                + (" --gaps." if with_gaps else ".")
+            )
+        options = {"y": y}
     metrics = evaluation.evaluate(
-        model, x, num_samples=num_samples, batch_size=batch_size, seed=seed, **conditional
+        model,
+        x,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        method=chosen,
+        **options,
     )
+    if with_gaps:
+        gap_method = "auto" if chosen == "iwae" else chosen
+        resolved = evaluation.choose_method(model, gap_method, order=("exact", "quadrature", "ais"))
+        g = evaluation.gaps(
+            model,
+            x[:gap_examples],
+            method=resolved,
+            batch_size=min(batch_size, 100),
+            seed=seed,
+            log_likelihood_options=ais_options if resolved == "ais" else None,
+        )
+        metrics.update(g["summary"])
+        evaluation.record_metrics(run_dir, g["summary"])
     if as_json:
         click.echo(json.dumps(metrics, sort_keys=True))
         return
@@ -104,10 +194,26 @@ def _table(run_dir, m):
         f"  KL                   {m['kl']:12.4f}",
     ]
     if "log_likelihood" in m:
+        method = m.get("log_likelihood_method", "iwae")
+        label = f"IWAE K={m['log_likelihood_num_samples']}" if method == "iwae" else method
         rows.append(
-            f"  log p(x) (IWAE K={m['log_likelihood_num_samples']}) "
-            f"{m['log_likelihood']:9.4f} +- {m['log_likelihood_stderr']:.4f} (s.e.)"
+            f"  log p(x) ({label}) ".ljust(22)
+            + f"{m['log_likelihood']:12.4f} +- {m['log_likelihood_stderr']:.4f} (s.e.)"
         )
+        bad = m.get("log_likelihood_nan_examples") or []
+        if bad:
+            rows.append(f"    not finite for examples {bad[:20]}{' ...' if len(bad) > 20 else ''}")
+    if "gap_inference" in m:
+        rows.append(f"  gaps on {m['gap_num_examples']} examples (log p(x) by {m['gap_method']}):")
+        for name, what in (
+            ("inference", "log p(x) - ELBO(q) = KL(q || p(z|x))"),
+            ("approximation", "log p(x) - ELBO(q*)"),
+            ("amortisation", "ELBO(q*) - ELBO(q)"),
+        ):
+            rows.append(
+                f"    {name:<18}{m[f'gap_{name}']:10.4f} +- {m[f'gap_{name}_stderr']:.4f}"
+                f"   ({what})"
+            )
     rows.append(
         f"  active units         {m['active_units']:>7d} / {m['latent_dim']}"
         f"   (Var_x E_q[z_u] > {m['active_units_threshold']})"
@@ -278,10 +384,12 @@ def encode(run_dir, output, max_examples):
 @_run_dir
 @click.option(
     "--kind",
-    type=click.Choice(["manifold", "latent", "classes"]),
+    type=click.Choice(["manifold", "latent", "posterior", "classes"]),
     required=True,
     help="manifold: images decoded over a grid of the latent space; latent: posterior means "
-    "of the test set coloured by label; classes: a conditional run's samples, a row per class.",
+    "of the test set coloured by label; posterior: for --num test images, the true posterior "
+    "p(z|x) with q(z|x) and the per-example optimum q* over it (a slice above 2-D); classes: "
+    "a conditional run's samples, a row per class.",
 )
 @_output(None, ".png")
 @click.option(
@@ -294,11 +402,24 @@ def encode(run_dir, output, max_examples):
     help="Manifold above 2 latent dimensions: grid over the first two principal axes of the "
     "posterior means.",
 )
+@click.option(
+    "-n",
+    "--num",
+    "n",
+    type=click.IntRange(min=1, max=16),
+    default=4,
+    show_default=True,
+    help="Test images for --kind posterior.",
+)
 @_max_examples(5000)
-def plot(run_dir, kind, output, grid, method, max_examples):
+def plot(run_dir, kind, output, grid, method, n, max_examples):
     """The Keras VAE example's figures: the decoded manifold of a 2-D latent space (grid by
     the inverse normal CDF, Kingma & Welling) or the scatter of posterior means by label
-    (a PCA projection above 2 dimensions, stated in the title)."""
+    (a PCA projection above 2 dimensions, stated in the title); or, with --kind posterior,
+    the true posterior p(z|x) of each of --num test images as filled contours, with q(z|x)
+    (solid) and the per-example optimum q* (dashed) at 1 and 2 standard deviations over it,
+    titled with log p(x), the ELBO and KL(q || p(z|x)) (a slice along q's two widest
+    directions above 2-D)."""
     from kvae import plots
 
     output = output or f"{kind}.png"
@@ -320,6 +441,9 @@ def plot(run_dir, kind, output, grid, method, max_examples):
             )
         x = _test_data(config, max_examples)[0] if method else None
         size = plots.plot_manifold(model, output, n=grid, method=method, x=x)
+    elif kind == "posterior":
+        x, _ = _test_data(config, n)
+        size = plots.posterior(model, x, output, n=n)
     else:
         x, y = _test_data(config, max_examples)
         size = plots.plot_latent(model, x, y, output)

@@ -212,9 +212,13 @@ def train(config_file, recipe, run_dir, resume_dir, progress, **options):
     """Train a VAE and write a run directory (config, model, checkpoints, TensorBoard logs,
     test metrics). With no options: the default MNIST VAE (784-512-2 MLP, Bernoulli).
 
+    --resume RUN continues an interrupted or failed run; a finished run trains on when
+    --epochs (the total) is larger than the epochs it trained, else kvae says so and exits 0.
+    Ctrl-C saves and exits 130 with the command that resumes the run.
+
     Keys of --config files are TrainConfig's: the options' names with '_' for '-'.
     """
-    from kvae.train import default_run_dir, load_config
+    from kvae.train import default_run_dir, finished_epochs, finished_message, load_config
     from kvae.train import train as run_training
 
     overrides = {k: v for k, v in options.items() if v is not None}
@@ -245,10 +249,18 @@ def train(config_file, recipe, run_dir, resume_dir, progress, **options):
     config = base.replace(**overrides)
     if config.resume and resume_dir is None:
         raise click.UsageError("Expected --resume RUN_DIR to resume a run (resume: true needs it).")
+    if config.resume:
+        done = finished_epochs(run_dir)
+        if done is not None and config.epochs <= done:
+            click.echo(finished_message(run_dir, done), err=True)
+            return  # nothing to do is not an error: exit status 0
     if run_dir is None:
         run_dir = default_run_dir(config)
     verb = "Resuming" if config.resume else "Training"
-    click.echo(f"{verb} {config.short_name}; writing the run to {run_dir}", err=True)
+
+    def announce(run_dir):  # once the config and the data have been checked
+        click.echo(f"{verb} {config.short_name}; writing the run to {run_dir}", err=True)
+
     verbose = {"bar": "auto", "epoch": 2, "none": 0}[progress]
-    result = run_training(config, run_dir, verbose=verbose)
+    result = run_training(config, run_dir, verbose=verbose, on_start=announce)
     click.echo(result.summary())

@@ -143,22 +143,58 @@ def _logsumexp(a, axis):
     return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(a - top), axis=axis))
 
 
-def evaluate(model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0, y=None):
+def evaluate(
+    model,
+    x,
+    num_samples=1000,
+    batch_size=100,
+    *,
+    seed=0,
+    verbose=0,
+    method="iwae",
+    y=None,
+    **options,
+):
     """Test metrics of ``model`` on ``x`` (numpy, already binarised if the model was trained on
     binary data). See the module docstring for each key.
 
     Args:
         num_samples: K of the importance-weighted estimate of log p(x) (>= 1; 5000 in Burda et
-            al.). Its cost is K decoder passes per example; 0 skips it.
+            al.). Its cost is K decoder passes per example; 0 skips log p(x) (any method).
         batch_size: examples per batch for ``model.evaluate`` and the log p(x) estimate.
         seed: seed of the estimate's samples.
-        y: the conditions of ``x`` for a conditional model (``kvae.VAE(condition=...)``).
+        method: the log p(x) method (``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"``,
+            ``"auto"``, see :func:`kvae.evaluation.log_likelihood`); ``**options`` go to it.
+            The result says which method ran in ``log_likelihood_method``, with
+            ``log_likelihood_stderr`` (std over examples / sqrt(n)), ``log_likelihood_mc_stderr``
+            (root-mean-square of the per-example Monte Carlo errors) and
+            ``log_likelihood_nan_examples`` (indices of examples whose estimate is not finite).
+        y: the conditions of ``x`` for a conditional model (``kvae.VAE(condition=...)``);
+            its log p(x|y) is estimated by IWAE.
     """
+    from kvae.evaluation.loglik import choose_method, log_likelihood
+
     if num_samples != 0:
         positive_int("num_samples", num_samples)
     batch_size = positive_int("batch_size", batch_size)
     x = np.asarray(x, np.float32)
     model.check_data(x)
+    if y is not None and (method or "iwae") != "iwae":
+        from kvae.errors import ConfigError
+
+        raise ConfigError(
+            "Expected method='iwae' for a conditional model (the other log p(x) methods take "
+            f"no condition yet). Received: method={method!r}."
+        )
+    chosen = ("iwae" if y is not None else choose_method(model, method)) if num_samples else None
+    if chosen == "iwae":
+        options = dict(options, num_samples=num_samples, batch_size=batch_size, seed=seed)
+    elif chosen == "ais":
+        options = dict(options, seed=seed)
+    if chosen is not None:  # refuse bad options before the (long) model.evaluate
+        from kvae.evaluation.loglik import _check_options
+
+        _check_options(chosen, options)
     result = {
         k: float(v)
         for k, v in model.evaluate(
@@ -166,15 +202,21 @@ def evaluate(model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0, y
         ).items()
     }
     result["num_examples"] = int(len(x))
-    if num_samples:
-        extra = {} if y is None else {"y": y}
-        ll = model.log_likelihood(
-            x, num_samples=num_samples, batch_size=batch_size, seed=seed, **extra
-        )
-        result["log_likelihood"] = float(np.mean(ll))
-        stderr = np.std(ll, ddof=1) / np.sqrt(len(ll)) if len(ll) > 1 else float("nan")
-        result["log_likelihood_stderr"] = float(stderr)
-        result["log_likelihood_num_samples"] = int(num_samples)
+    if chosen is not None:
+        if y is not None:
+            ll = model.log_likelihood(
+                x,
+                num_samples=num_samples,
+                batch_size=batch_size,
+                seed=seed,
+                method="iwae",
+                y=y,
+            )
+        else:
+            ll = log_likelihood(model, x, method=chosen, **options)
+        result.update(ll.summary())
+        if chosen == "iwae":
+            result["log_likelihood_num_samples"] = int(num_samples)
     result.update(latent_summary(model, x, y=y))
     return result
 

@@ -1,0 +1,190 @@
+"""The inference, approximation and amortisation gaps per example (Cremer, Li & Duvenaud
+2018, "Inference suboptimality in variational autoencoders"):
+
+    log p(x) - ELBO(q)   = inference gap      = KL(q(z|x) || p(z|x))
+    log p(x) - ELBO(q*)  = approximation gap  (the cost of the posterior family)
+    ELBO(q*) - ELBO(q)   = amortisation gap   (the cost of one encoder for all x)
+
+q* is the best member of the model's own posterior family for one example: its parameters
+(the posterior head's output) are optimised directly, starting from the encoder's output,
+all examples of a batch at once, by L-BFGS on a fixed set of reparameterised samples
+(``opt_samples`` per example, the same ones at every iteration, so the objective is
+deterministic) until the ELBO improves by less than ``tol`` nats between iterations (or
+``max_iterations``). ELBO(q) and ELBO(q*) are then estimated with ``num_samples`` fresh
+samples each (the same seed for both, so their difference has a small standard error), as
+the mean of log w = log p(x, z) - log q(z|x) (zero variance when q is the true posterior).
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from kvae import objectives
+from kvae._checks import positive_int
+from kvae.errors import ConfigError
+from kvae.evaluation.loglik import choose_method, log_likelihood
+
+__all__ = ["gaps"]
+
+
+def _elbo_samples_fn(model):
+    fn = getattr(model, "_kvae_elbo_samples_fn", None)
+    if fn is None:
+
+        def elbo_samples(x, params, seed, s):
+            """Per-sample ELBO terms [S, B]: log w_s = log p(x, z_s) - log q(z_s|x).
+
+            This form (rather than log p(x|z_s) - KL(q || p(z)) analytic) has zero variance
+            when q equals the true posterior, so a sample-average objective has its optimum
+            exactly there when the family contains it, and the gaps near 0 have small SEs."""
+            q = model.posterior_head.distribution(params)
+            z = q.sample(s, seed=seed)
+            return objectives.log_weights(
+                model.likelihood_head.prepare(x), q, model.prior_distribution(), model.decode, z
+            )
+
+        fn = tf.function(elbo_samples, jit_compile=True, reduce_retracing=False)
+        model._kvae_elbo_samples_fn = fn
+    return fn
+
+
+def _elbo(model, x, params, seed, s):
+    vals = _elbo_samples_fn(model)(x, params, seed, s).numpy().astype(np.float64)
+    return vals
+
+
+def _optimise(model, x, params0, seed, opt_samples, tol, max_iterations):
+    fn = _elbo_samples_fn(model)
+
+    def value_and_grad(params):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            neg = -tf.reduce_mean(fn(x, params, seed, opt_samples), axis=0)  # [B]
+            total = tf.reduce_sum(neg)  # examples are independent: d total / d params_b
+        return neg, tape.gradient(total, params)
+
+    result = tfp.optimizer.lbfgs_minimize(
+        value_and_grad,
+        initial_position=params0,
+        f_absolute_tolerance=tol,
+        tolerance=1e-7,
+        max_iterations=max_iterations,
+    )
+    # Keep q* only where it improved on the start (L-BFGS may stop on a failed line search).
+    start = value_and_grad(params0)[0]
+    better = result.objective_value < start
+    params = tf.where(better[:, None], result.position, params0)
+    return params, int(result.num_iterations.numpy()), result.converged.numpy()
+
+
+def _check(num_samples, opt_samples, tol, max_iterations, batch_size):
+    for name, value in (
+        ("num_samples", num_samples),
+        ("opt_samples", opt_samples),
+        ("max_iterations", max_iterations),
+        ("batch_size", batch_size),
+    ):
+        positive_int(name, value)
+    if num_samples < 2:
+        raise ConfigError(
+            f"Expected num_samples >= 2 (for a standard error). Received: {num_samples}."
+        )
+    if not (isinstance(tol, (int, float)) and tol > 0):
+        raise ConfigError(f"Expected tol > 0 nats. Received: tol={tol!r}.")
+
+
+def gaps(
+    model,
+    x,
+    *,
+    method="auto",
+    num_samples=1000,
+    opt_samples=512,
+    tol=1e-4,
+    max_iterations=500,
+    batch_size=100,
+    seed=0,
+    log_likelihood_options=None,
+):
+    """The three gaps per example, with standard errors (nats).
+
+    Args:
+        method: the log p(x) method; ``"auto"`` = exact, else quadrature, else AIS (a
+            lower bound; IWAE is only used if asked for, since its bias inflates no gap but
+            hides part of the inference gap).
+        num_samples: samples per example of each final ELBO estimate.
+        opt_samples: fixed samples per example of the objective q* is optimised on.
+        tol: L-BFGS stops when the ELBO improves by less than this (nats) per iteration.
+        max_iterations: L-BFGS iterations at most.
+        log_likelihood_options: options of the log p(x) method.
+
+    Returns a dict: per-example numpy arrays ``log_likelihood``, ``elbo``, ``elbo_star``,
+    ``inference_gap``, ``approximation_gap``, ``amortisation_gap`` and a ``*_stderr`` for
+    each; ``summary``, a JSON-able dict with each gap's mean over examples and the standard
+    error of that mean (``gap_<name>``, ``gap_<name>_stderr``), the method used and the
+    optimiser's iterations; and ``params_star``, q*'s parameters.
+    """
+    _check(num_samples, opt_samples, tol, max_iterations, batch_size)
+    chosen = choose_method(model, method, order=("exact", "quadrature", "ais"))
+    model.check_data(x)
+    x = np.asarray(x, np.float32)
+    ll = log_likelihood(model, x, method=chosen, **(log_likelihood_options or {}))
+    elbo_q, elbo_s, diff_se, se_q, se_s, params_all, iters, converged = ([] for _ in range(8))
+    base = tf.constant([seed, 11], tf.int32)
+    for start in range(0, len(x), batch_size):
+        xb = tf.constant(x[start : start + batch_size])
+        params0 = model.posterior_head(model.encoder(xb))
+        opt_seed = tf.random.experimental.stateless_fold_in(base, 2 * start)
+        eval_seed = tf.random.experimental.stateless_fold_in(base, 2 * start + 1)
+        params, n_it, conv = _optimise(
+            model, xb, params0, opt_seed, opt_samples, tol, max_iterations
+        )
+        a = _elbo(model, xb, params0, eval_seed, num_samples)
+        b = _elbo(model, xb, params, eval_seed, num_samples)  # same seed: common numbers
+        k = np.sqrt(num_samples)
+        elbo_q.append(a.mean(0))
+        elbo_s.append(b.mean(0))
+        se_q.append(a.std(0, ddof=1) / k)
+        se_s.append(b.std(0, ddof=1) / k)
+        diff_se.append((b - a).std(0, ddof=1) / k)
+        params_all.append(params.numpy())
+        iters.append(n_it)
+        converged.append(conv)
+    lp, lp_se = ll.estimate, ll.stderr
+    elbo_q, elbo_s = np.concatenate(elbo_q), np.concatenate(elbo_s)
+    se_q, se_s = np.concatenate(se_q), np.concatenate(se_s)
+    out = {
+        "log_likelihood": lp,
+        "log_likelihood_stderr": lp_se,
+        "elbo": elbo_q,
+        "elbo_stderr": se_q,
+        "elbo_star": elbo_s,
+        "elbo_star_stderr": se_s,
+        # log p(x) and the ELBOs use independent randomness: variances add.
+        "inference_gap": lp - elbo_q,
+        "inference_gap_stderr": np.sqrt(lp_se**2 + se_q**2),
+        "approximation_gap": lp - elbo_s,
+        "approximation_gap_stderr": np.sqrt(lp_se**2 + se_s**2),
+        "amortisation_gap": elbo_s - elbo_q,
+        "amortisation_gap_stderr": np.concatenate(diff_se),
+        "params_star": np.concatenate(params_all),
+        "method": ll.method,
+    }
+    summary = {"gap_method": ll.method, "gap_num_examples": int(len(x))}
+    for name in ("inference", "approximation", "amortisation"):
+        values = out[f"{name}_gap"]
+        bad = np.flatnonzero(~np.isfinite(values)).tolist()
+        summary[f"gap_{name}"] = float(np.mean(values))
+        n = len(values)
+        summary[f"gap_{name}_stderr"] = (
+            float(np.std(values, ddof=1) / np.sqrt(n))
+            if n > 1
+            else float(out[f"{name}_gap_stderr"][0])
+        )
+        if bad:
+            summary[f"gap_{name}_nan_examples"] = bad
+    summary["gap_optimiser_iterations"] = int(max(iters))
+    summary["gap_optimiser_converged"] = bool(np.all(np.concatenate(converged)))
+    summary["gap_tol"] = tol
+    out["summary"] = summary
+    return out

@@ -1,0 +1,48 @@
+"""log p(x, z) = log p(x|z) + log p(z) for many z per example, XLA-compiled, in fixed-shape
+chunks (padded, so one trace serves a whole data set)."""
+
+import numpy as np
+import tensorflow as tf
+
+from kvae import objectives
+
+__all__ = ["log_joint", "log_joint_fn", "log_q"]
+
+MAX_ROWS = 32768  # decoder rows per compiled call
+
+
+def log_joint_fn(model):
+    """A compiled ``(x [B, *event], z [P, B, L]) -> log p(x, z) [P, B]`` for ``model``."""
+    fn = getattr(model, "_kvae_log_joint_fn", None)
+    if fn is None:
+
+        def log_joint_tf(x, z):
+            target = model.likelihood_head.prepare(x)
+            log_px = objectives._log_prob(model.decode(z), target)
+            return log_px + tf.cast(model.prior_distribution().log_prob(z), log_px.dtype)
+
+        fn = tf.function(log_joint_tf, jit_compile=True, reduce_retracing=False)
+        model._kvae_log_joint_fn = fn
+    return fn
+
+
+def log_joint(model, x, z, max_rows=MAX_ROWS):
+    """log p(x, z) as float64 numpy ``[P, B]`` for numpy ``x [B, ...]`` and ``z [P, B, L]``."""
+    fn = log_joint_fn(model)
+    p, b = z.shape[0], z.shape[1]
+    per_call = max(1, max_rows // b)
+    xb = tf.constant(np.asarray(x, np.float32))
+    out = []
+    for start in range(0, p, per_call):
+        zc = z[start : start + per_call]
+        pad = per_call - len(zc) if p > per_call else 0
+        if pad:
+            zc = np.concatenate([zc, np.repeat(zc[-1:], pad, axis=0)])
+        val = fn(xb, tf.constant(zc, tf.float32)).numpy().astype(np.float64)
+        out.append(val[: len(val) - pad])
+    return np.concatenate(out)
+
+
+def log_q(q, z):
+    """log q(z|x) as float64 numpy ``[P, B]`` for ``z [P, B, L]``."""
+    return np.asarray(q.log_prob(tf.constant(z, tf.float32)), np.float64)

@@ -1,0 +1,83 @@
+"""The answer of every log p(x) method: per-example estimates with their standard errors."""
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+__all__ = ["LogLikelihood"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LogLikelihood:
+    """Per-example log p(x) estimates (nats) from one method.
+
+    Attributes:
+        estimate: numpy ``(n,)``, one estimate per example.
+        stderr: numpy ``(n,)``, the Monte Carlo standard error of each estimate (0 for the
+            deterministic methods ``exact`` and ``quadrature``, whose numerical error is in
+            ``info``).
+        method: the method that produced it (``"iwae"``, ``"exact"``, ``"quadrature"``,
+            ``"ais"``); with ``method="auto"`` the one auto chose.
+        info: method-specific diagnostics (the settings used; for quadrature the mass near the
+            grid's edge and a resolution check; for AIS the adapted step sizes and acceptance).
+
+    ``np.asarray(result)`` is ``result.estimate``, so code written for the array that
+    ``log_likelihood`` returned before keeps working after ``np.asarray``.
+    """
+
+    estimate: np.ndarray
+    stderr: np.ndarray
+    method: str
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.estimate, dtype=dtype)
+
+    def __len__(self):
+        return len(self.estimate)
+
+    @property
+    def nan_indices(self):
+        """Indices of examples whose estimate is not finite (NaN or infinite)."""
+        return np.flatnonzero(~np.isfinite(self.estimate)).tolist()
+
+    def mean(self):
+        """The mean over examples; NaN (with a warning naming the examples) if any is not
+        finite: a bad example is reported, never averaged away."""
+        bad = self.nan_indices
+        if bad:
+            warnings.warn(
+                f"log p(x) ({self.method}) is not finite for {len(bad)} example(s), indices "
+                f"{bad[:20]}{' ...' if len(bad) > 20 else ''}; the mean is NaN.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return float("nan")
+        return float(np.mean(self.estimate))
+
+    def mean_stderr(self):
+        """Standard error of :meth:`mean` as an estimate of the test-set mean of log p(x).
+
+        It is the spread over examples, std / sqrt(n), which already contains each
+        estimate's own Monte Carlo noise; for n = 1 it is that example's own stderr."""
+        n = len(self.estimate)
+        if n == 1:
+            return float(self.stderr[0])
+        return float(np.std(self.estimate, ddof=1) / np.sqrt(n))
+
+    def summary(self, prefix="log_likelihood"):
+        """A JSON-able dict: ``{prefix}``, ``{prefix}_stderr``, ``{prefix}_method``,
+        ``{prefix}_mc_stderr`` (root-mean-square of the per-example standard errors) and
+        ``{prefix}_nan_examples`` (indices of non-finite estimates)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = self.mean()
+        out = {
+            prefix: mean,
+            f"{prefix}_stderr": self.mean_stderr(),
+            f"{prefix}_method": self.method,
+            f"{prefix}_mc_stderr": float(np.sqrt(np.mean(np.square(self.stderr)))),
+            f"{prefix}_nan_examples": self.nan_indices,
+        }
+        return out
