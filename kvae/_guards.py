@@ -38,8 +38,14 @@ _TERMS = {
 
 
 def training_step(model):
+    """Training steps run so far: the optimizer's updates plus the steps that on_nan='skip'
+    dropped (a dropped step applies nothing, so the optimizer does not count it)."""
     iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
-    return 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
+    steps = 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
+    skipped = getattr(model, "skipped_steps", None)
+    if skipped is not None and getattr(model, "skip_nonfinite", False):
+        steps += int(keras.ops.convert_to_numpy(skipped.result()))
+    return steps
 
 
 class NaNGuard(keras.callbacks.TerminateOnNaN):

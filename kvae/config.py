@@ -36,6 +36,8 @@ STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 ON_NAN = ("stop", "skip")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 VALIDATION = ("test", "none")
+JIT = (True, False, "auto")
+PRECISIONS = ("float32", "bf16")
 # Keep equal to kvae.model.DEFAULT_STEPS_PER_EXECUTION (a test checks it); repeated here so
 # that this module does not import TensorFlow.
 DEFAULT_STEPS_PER_EXECUTION = 32
@@ -61,7 +63,9 @@ class TrainConfig:
     Optimisation:
         epochs, batch_size, learning_rate, optimizer ("adam", "adamw", "sgd", "rmsprop"),
         clip_norm (None or a gradient-norm bound), kl_warmup_epochs (linear beta warm-up from
-        0; 0 = none), seed, jit (XLA), steps_per_execution.
+        0; 0 = none), seed, jit (XLA: true, false or "auto", kvae's measured rule; see
+        ``kvae.VAE.compile``), steps_per_execution, precision ("float32" or "bf16": Keras'
+        mixed_bfloat16 policy; see ``kvae._precision`` for when it pays).
     Logging and evaluation:
         image_every (TensorBoard images every N epochs; 0 = never), projector (write the
         embedding projector), eval_num_samples (K of the importance-weighted log p(x) written
@@ -101,8 +105,9 @@ class TrainConfig:
     optimizer: str = "adam"
     clip_norm: float | None = None
     seed: int = 0
-    jit: bool = True
+    jit: bool | str = "auto"
     steps_per_execution: int = DEFAULT_STEPS_PER_EXECUTION
+    precision: str = "float32"
     binarize: str | None = None
     validation: str | float = "test"
     max_train_examples: int | None = None
@@ -267,6 +272,12 @@ def _bool(name, value):
     return value
 
 
+def _jit(name, value):
+    if not (isinstance(value, bool) or value == "auto"):
+        _fail(name, value, "true, false or 'auto'")
+    return value
+
+
 def _name(name, value):
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
@@ -324,8 +335,9 @@ _CHECKS = {
     "optimizer": _choice(OPTIMIZERS),
     "clip_norm": _float(0.0, exclusive=True, optional=True),
     "seed": _int(0),
-    "jit": _bool,
+    "jit": _jit,
     "steps_per_execution": _int(1),
+    "precision": _choice(PRECISIONS),
     "binarize": _choice(BINARIZE),
     "validation": _validation,
     "max_train_examples": _int(1, optional=True),

@@ -2,14 +2,16 @@
 likelihood head, with a prior, trained by Keras' own ``fit`` on the negative ELBO (or the
 importance-weighted bound)."""
 
+import difflib
 import gc
+import inspect
 import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae import conditioning, objectives, registry
+from kvae import _compile_mode, _precision, conditioning, objectives, registry
 from kvae._checks import choice, positive_int, shape_tuple
 from kvae.errors import ConfigError, DataError, KvaeError, PluginError
 
@@ -140,7 +142,11 @@ class VAE(keras.Model):
         )
         self._specs = {}
         for slot, group, _ in SLOTS:
-            layer, spec = _make_component(slot, group, given[slot], extra[slot], build_args[slot])
+            # Named components take the VAE's dtype policy (dtype="mixed_bfloat16": bf16).
+            with _precision.policy_scope(self.dtype_policy.name):
+                layer, spec = _make_component(
+                    slot, group, given[slot], extra[slot], build_args[slot]
+                )
             setattr(
                 self, slot if slot not in ("posterior", "likelihood") else slot + "_head", layer
             )
@@ -397,7 +403,18 @@ class VAE(keras.Model):
         grads, terms, ok = self._replica_fn("train", self._gradients)(
             x, weights, self._step_seed(), y
         )
-        self.optimizer.apply(grads, self.trainable_weights)
+        if self.skip_nonfinite and not _replicated(self.distribute_strategy):
+            # Zero gradients are not "no step": Adam's moments would still move the weights.
+            # A bad step applies nothing at all (weights, moments and iteration count stay).
+            tf.cond(
+                ok,
+                lambda: self.optimizer.apply(grads, self.trainable_weights) or tf.no_op(),
+                tf.no_op,
+            )
+        else:
+            # Under a replicated strategy the optimizer's merge_call cannot sit inside a
+            # tf.cond, so a bad step there applies zero gradients (docs/scaling.md).
+            self.optimizer.apply(grads, self.trainable_weights)
         if self.skip_nonfinite:
             self.skipped_steps.update_state(1.0 - tf.cast(ok, tf.float32))
         return self._update_metrics(terms, weights)
@@ -433,24 +450,33 @@ class VAE(keras.Model):
         self,
         optimizer="adam",
         *,
-        jit_compile=True,
+        jit_compile="auto",
         steps_per_execution=DEFAULT_STEPS_PER_EXECUTION,
         **kwargs,
     ):
-        """Like ``keras.Model.compile``, with kvae's defaults: Adam, XLA on (also on CPU and
-        under ``tf.distribute``, where Keras' ``"auto"`` would turn it off) and several
-        steps per compiled call. The loss is the model's own; pass no ``loss``."""
+        """Like ``keras.Model.compile``, with kvae's defaults: Adam, several steps per
+        compiled call, and ``jit_compile="auto"``, kvae's own measured rule (see
+        ``kvae._compile_mode``): XLA on GPU/TPU, and on CPU for dense models, off on CPU for
+        models with convolutions (also under ``tf.distribute``, where Keras' ``"auto"``
+        would turn XLA off). ``True``/``False`` force it; the choice and its reason are in
+        ``model.compile_choice``. The loss is the model's own; pass no ``loss``."""
         if kwargs.get("loss") is not None:
             raise ConfigError(
                 "Expected no `loss`: a VAE trains on its own negative ELBO. "
                 f"Received: loss={kwargs['loss']!r}. Set beta, objective or kl on the VAE instead."
             )
+        self.compile_choice = _compile_mode.resolve(
+            jit_compile, self, run_eagerly=bool(kwargs.get("run_eagerly"))
+        )
+        _compile_mode.log(self.compile_choice)
         super().compile(
             optimizer=optimizer,
-            jit_compile=jit_compile,
+            jit_compile=self.compile_choice.jit,
             steps_per_execution=steps_per_execution,
             **kwargs,
         )
+        # Saved models keep what was asked for ("auto" decides again where they are loaded).
+        self._compile_config.config["jit_compile"] = self.compile_choice.requested
         self._replica_fns = {}
         self._replica_jit = False
         strategy = self.distribute_strategy
@@ -489,6 +515,7 @@ class VAE(keras.Model):
         """
         self.check_data(x)
         self._check_condition(x, y)
+        _add_truthful_progbar(kwargs)
         if _is_array(x) and _fast_path_ok(x, y, kwargs):
             n = int(x.shape[0])
             batch_size = min(int(batch_size or 32), n)
@@ -521,19 +548,64 @@ class VAE(keras.Model):
             # Keras traces the step loop with this number: trace again.
             self.train_function = self.test_function = self.predict_function = None
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        **kwargs,
+    ):
+        """``keras.Model.evaluate`` after checking ``x``; its progress bar never counts past
+        the number of steps (Keras reports each compiled call as ``steps_per_execution``
+        steps, also the last, shorter one: 335/313 after ``fit`` moved it to 67)."""
         self.check_data(x)
         self._check_condition(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        callbacks = self._step_callbacks(x, batch_size, steps, callbacks, verbose)
+        return super().evaluate(
+            x,
+            y,
+            batch_size=batch_size,
+            verbose=verbose,
+            sample_weight=sample_weight,
+            steps=steps,
+            callbacks=callbacks,
+            **kwargs,
+        )
 
     def _check_condition(self, x, y):
         """A conditional VAE's y must match x (before any work); others ignore y."""
         if self.condition is not None and _is_array(x):
             self.condition.check(None if y is None else np.asarray(y), int(x.shape[0]))
 
-    def predict(self, x, *args, **kwargs):
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         self.check_data(x)
-        return super().predict(x, *args, **kwargs)
+        callbacks = self._step_callbacks(x, batch_size, steps, callbacks, verbose)
+        return super().predict(
+            x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
+        )
+
+    def _step_callbacks(self, x, batch_size, steps, callbacks, verbose):
+        """The callbacks Keras would make, in a list that caps the reported step at the
+        last one; ``callbacks`` as given when they are a CallbackList already or the number
+        of steps is unknown."""
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return callbacks
+        total = _num_steps(x, batch_size, steps)
+        if total is None or int(self.steps_per_execution or 1) == 1:
+            return callbacks
+        return _LastStepCallbackList(
+            total,
+            callbacks,
+            add_progbar=verbose != 0,
+            verbose=verbose,
+            epochs=1,
+            steps=total,
+            model=self,
+        )
 
     def check_data(self, x, name="x"):
         """Raise DataError unless ``x`` fits this model: shape, finite, the likelihood's range.
@@ -603,6 +675,7 @@ class VAE(keras.Model):
         method=None,
         return_stderr=False,
         y=None,
+        verbose=0,
         **options,
     ):
         """Estimate of log p(x) per example, in nats (log p(x|y) for a conditional model,
@@ -616,6 +689,10 @@ class VAE(keras.Model):
         ``return_stderr=True`` it returns a :class:`kvae.evaluation.LogLikelihood` with
         per-example ``estimate`` and ``stderr``, the ``method`` used and diagnostics; method
         options go in ``**options`` (see :func:`kvae.evaluation.log_likelihood`).
+
+        ``verbose`` (importance sampling): 0 silent, 1 Keras' progress bar (one step per batch
+        of examples, with the time left), 2 one line when done, "auto" a bar when standard
+        output is a terminal.
         """
         from kvae import evaluation
 
@@ -628,18 +705,22 @@ class VAE(keras.Model):
                     f"methods take no condition yet). Received: method={method!r}."
                 )
             result = evaluation.iwae_log_likelihood(
-                self, x, num_samples, batch_size, chunk_size, seed, y=y
+                self, x, num_samples, batch_size, chunk_size, seed, verbose=verbose, y=y
             )
             return result if return_stderr or method else result.estimate
         if method is None and not return_stderr:
             if options:
                 raise ConfigError(f"Unexpected options {sorted(options)}: pass method=... too.")
             return evaluation.iwae_log_likelihood(
-                self, x, num_samples, batch_size, chunk_size, seed
+                self, x, num_samples, batch_size, chunk_size, seed, verbose=verbose
             ).estimate
         if (method or "iwae") == "iwae":
             options.update(
-                num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size, seed=seed
+                num_samples=num_samples,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                seed=seed,
+                verbose=verbose,
             )
         return evaluation.log_likelihood(self, x, method=method or "iwae", **options)
 
@@ -663,6 +744,8 @@ class VAE(keras.Model):
             condition=None if self.condition is None else self.condition.get_config(),
             providers={slot: self._specs[slot]["provider"] for slot, _, _ in SLOTS},
         )
+        if self.dtype_policy.name != "float32":
+            config["dtype"] = self.dtype_policy.name
         return config
 
     @classmethod
@@ -821,9 +904,10 @@ def _make_component(slot, group, spec, kwargs, build_args):
     except KvaeError:
         raise
     except (TypeError, ValueError) as err:
+        hint = _unknown_kwargs_hint(factory, kwargs, build_args, slot)
         raise ConfigError(
             f"Could not build {slot} {spec!r} with arguments {sorted({**build_args, **kwargs})}: "
-            f"{err}. See `kvae plugins show {spec}` for its arguments."
+            f"{err}.{hint} See `kvae plugins show {spec}` for its arguments."
         ) from err
     if not isinstance(layer, keras.layers.Layer):
         raise PluginError(
@@ -837,6 +921,35 @@ def _make_component(slot, group, spec, kwargs, build_args):
         "kwargs": kwargs,
         "provider": [dist, version] if dist else None,
     }
+
+
+def _unknown_kwargs_hint(factory, kwargs, build_args, slot):
+    """ " Unknown <slot>_kwargs key 'hiden' (did you mean 'hidden'?)." for the keys that are
+    not named arguments of ``factory``, or "" when its signature cannot be read."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return ""
+    named = [
+        p.name
+        for p in params
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.name not in ("self", "cls")
+        and p.name not in build_args
+    ]
+    unknown = [k for k in kwargs if k not in named]
+    if not unknown:
+        return ""
+    described = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, named, n=1)
+        described.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    takes = ", ".join(named) or "none"
+    return (
+        f" Unknown `{slot}_kwargs` key{'s' if len(unknown) > 1 else ''}: "
+        f"{', '.join(described)}; its arguments are: {takes}."
+    )
 
 
 def _require_component(slot, group, name, provider):
@@ -854,3 +967,52 @@ def _require_component(slot, group, name, provider):
                 f"installed. Install it (pip install {dist}=={version}) and load again."
             ) from err
         raise ModelFileError(f"This model needs the {slot} {name!r}: {err}") from err
+
+
+def _num_steps(x, batch_size, steps):
+    """Steps of an evaluate/predict call as Keras counts them, or None when unknown."""
+    if steps is not None:
+        return int(steps)
+    if isinstance(x, tf.data.Dataset):
+        n = int(x.cardinality())
+        return n if n >= 0 else None
+    if _is_array(x):
+        return -(-int(x.shape[0]) // int(batch_size or 32))
+    return None
+
+
+class _LastStepCallbackList(keras.callbacks.CallbackList):
+    """Keras' CallbackList, reporting at most step ``total - 1`` at the end of a batch."""
+
+    def __init__(self, total, *args, **kwargs):
+        self._last_step = int(total) - 1
+        super().__init__(*args, **kwargs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(min(batch, self._last_step), logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        super().on_predict_batch_end(min(batch, self._last_step), logs)
+
+
+class _TruthfulProgbarLogger(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, except that an epoch stopped early (Ctrl-C, a NaN stop, any
+    callback setting ``stop_training``) ends at the steps it ran, not at ``469/469``."""
+
+    def _finalize_progbar(self, logs):
+        stopped = getattr(self.model, "stop_training", False)
+        if stopped and self.target is not None and 0 < self.seen < self.target:
+            self.progbar.update(self.seen, list((logs or {}).items()), finalize=True)
+            return
+        super()._finalize_progbar(logs)
+
+
+def _add_truthful_progbar(kwargs):
+    """Put a :class:`_TruthfulProgbarLogger` into fit's callbacks where Keras would add its
+    own progress bar (verbose not 0, none given, not a ready CallbackList)."""
+    callbacks = kwargs.get("callbacks")
+    if kwargs.get("verbose", "auto") == 0 or isinstance(callbacks, keras.callbacks.CallbackList):
+        return
+    callbacks = list(callbacks or [])
+    if not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+        kwargs["callbacks"] = [*callbacks, _TruthfulProgbarLogger()]

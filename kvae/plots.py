@@ -8,7 +8,8 @@ PNG files (for the command line).
     plots.plot_latent(model, x_test, y_test, "latent.png")
 
 Grids are numpy arrays (height, width, channels) with values in [0, 1]: tiles of one image each,
-separated by 1-pixel white lines. ``save_grid`` writes one as a PNG whose size is the grid's
+separated by 1-pixel white lines (the manifold only between images under 16 pixels, see
+``grid_pad``). ``save_grid`` writes one as a PNG whose size is the grid's
 size times an integer ``scale`` (so small images stay visible); matplotlib figures have a fixed
 pixel size (``FIGSIZE`` inches at ``DPI``). Every file is written to a temporary name in the
 same folder and then renamed, so a failed write leaves no partial file behind.
@@ -36,6 +37,7 @@ __all__ = [
     "decode_mean",
     "default_scale",
     "encode_mean",
+    "grid_pad",
     "image_shape",
     "interpolations",
     "latent_scatter_data",
@@ -109,8 +111,18 @@ def default_scale(grid_height_of_one_image):
     return max(1, -(-48 // int(grid_height_of_one_image)))
 
 
-def save_grid(grid, path, scale=1):
+def grid_pad(image_height, image_width):
+    """Pixels between tiles for images of this size: 1 for small images (below 16 pixels:
+    without a gap, 8 x 8 digits run into stripes), else 0 (the Keras example's manifold)."""
+    return 1 if min(int(image_height), int(image_width)) < 16 else 0
+
+
+def save_grid(grid, path, scale=1, *, row_labels=None, rows=None, pad=1):
     """Write a grid (H, W, C) in [0, 1] as a PNG of exactly (H * scale, W * scale) pixels.
+
+    ``row_labels``: texts written in a white margin left of the grid, one per row of tiles
+    and repeated (``["original", "reconstruction"]`` labels alternate rows); ``rows`` is the
+    grid's number of tile rows, made by :func:`tile` with ``pad``. The margin widens the PNG.
 
     Returns the written (height, width)."""
     from PIL import Image
@@ -120,14 +132,39 @@ def save_grid(grid, path, scale=1):
     scale = int(scale)
     if scale < 1:
         raise ConfigError(f"Expected `scale` to be an integer >= 1. Received: scale={scale!r}")
+    if row_labels is not None and (rows is None or int(rows) < 1):
+        raise ConfigError(f"Expected `rows` >= 1 with `row_labels`. Received: rows={rows!r}")
     if scale > 1:
         grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     pixels = np.round(grid * 255).astype(np.uint8)
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
     image = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode)
+    if row_labels:
+        image = _label_rows(image, list(row_labels), int(rows), pad * scale)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-    return pixels.shape[0], pixels.shape[1]
+    return image.height, image.width
+
+
+def _label_rows(image, labels, rows, pad):
+    """``image`` with a white margin on the left holding one label per row of tiles."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    tile_h = (image.height - (rows + 1) * pad) / rows
+    size = int(np.clip(tile_h * 0.28, 10, 18))
+    font = ImageFont.load_default(size=size)
+    texts = [labels[r % len(labels)] for r in range(rows)]
+    widths = [font.getbbox(t)[2] - font.getbbox(t)[0] for t in texts]
+    margin = max(widths) + 2 * max(4, size // 2)
+    white = {"L": 255, "RGB": (255,) * 3, "RGBA": (255,) * 4}[image.mode]
+    black = {"L": 0, "RGB": (0,) * 3, "RGBA": (0, 0, 0, 255)}[image.mode]
+    out = Image.new(image.mode, (image.width + margin, image.height), white)
+    out.paste(image, (margin, 0))
+    draw = ImageDraw.Draw(out)
+    for r, text in enumerate(texts):
+        centre = pad + r * (tile_h + pad) + tile_h / 2
+        draw.text((margin - max(4, size // 2), centre), text, fill=black, font=font, anchor="rm")
+    return out
 
 
 # ----- model pictures (numpy grids) -------------------------------------------------------------
@@ -271,10 +308,11 @@ def manifold_codes(model, n=20, method=None, x=None):
 
 
 def manifold(model, n=20, method=None, x=None):
-    """The decoded manifold as a grid of n x n images (see :func:`manifold_codes`)."""
+    """The decoded manifold as a grid of n x n images (see :func:`manifold_codes`), with a
+    gap between small images (:func:`grid_pad`)."""
     codes, _, _ = manifold_codes(model, n, method, x)
-    decoded = decode_mean(model, codes.reshape(-1, model.latent_dim))
-    return tile(as_images(decoded, _data_shape(model)), n, pad=0)
+    decoded = as_images(decode_mean(model, codes.reshape(-1, model.latent_dim)), _data_shape(model))
+    return tile(decoded, n, pad=grid_pad(*decoded.shape[1:3]))
 
 
 def _pca(points, k):
@@ -312,6 +350,12 @@ def _figure():
     return fig
 
 
+def _colormap(name):
+    from matplotlib import colormaps
+
+    return colormaps[name]
+
+
 def _save_figure(fig, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
@@ -324,18 +368,20 @@ def plot_manifold(model, path, n=20, method=None, x=None):
     Returns (height, width) in pixels."""
     path = check_writable(path, suffixes=(".png",), what="figure")
     codes, values, description = manifold_codes(model, n, method, x)
-    decoded = decode_mean(model, codes.reshape(-1, model.latent_dim))
-    grid = tile(as_images(decoded, _data_shape(model)), n, pad=0)
+    decoded = as_images(decode_mean(model, codes.reshape(-1, model.latent_dim)), _data_shape(model))
+    h, w = decoded.shape[1:3]
+    pad = grid_pad(h, w)
+    grid = tile(decoded, n, pad=pad)
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     cmap = "Greys_r" if grid.shape[-1] == 1 else None
     ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap=cmap, vmin=0, vmax=1)
-    h, w = grid.shape[0] // n, grid.shape[1] // n
     ticks = np.arange(n)
     step = max(1, n // 10)
-    ax.set_xticks(ticks[::step] * w + w / 2)
+    # imshow puts pixel i at [i - 0.5, i + 0.5]: tile j spans pad + j * (w + pad) + [0, w).
+    ax.set_xticks(pad + ticks[::step] * (w + pad) + w / 2 - 0.5)
     ax.set_xticklabels([f"{v:.2f}" for v in values[::step]], rotation=90)
-    ax.set_yticks(ticks[::step] * h + h / 2)
+    ax.set_yticks(pad + ticks[::step] * (h + pad) + h / 2 - 0.5)
     ax.set_yticklabels([f"{v:.2f}" for v in values[::-1][::step]])
     pca = method == "pca"
     ax.set_xlabel("principal axis 1 (s.d. units)" if pca else "z[0]")
@@ -350,6 +396,10 @@ def plot_latent(model, x, y, path, max_points=10000):
 
     Returns (height, width) in pixels."""
     path = check_writable(path, suffixes=(".png",), what="figure")
+    return _save_figure(_latent_figure(model, x, y, max_points), path)
+
+
+def _latent_figure(model, x, y, max_points=10000):
     x = np.asarray(x[:max_points], np.float32)
     points, description = latent_scatter_data(model, x)
     fig = _figure()
@@ -367,10 +417,23 @@ def plot_latent(model, x, y, path, max_points=10000):
         ax.set_ylabel("z[1]")
     if y is not None:
         y = np.asarray(y)[: len(points)]
-        classes = np.unique(y)
-        cmap = "tab10" if len(classes) <= 10 else "viridis"
-        art = ax.scatter(points[:, 0], points[:, 1], c=y, cmap=cmap, s=4, alpha=0.8)
-        bar = fig.colorbar(art, ax=ax)
+        classes, index = np.unique(y, return_inverse=True)
+        if len(classes) <= 20:
+            # One colour block per class, its tick in the middle of the block.
+            from matplotlib.colors import BoundaryNorm, ListedColormap
+
+            base = "tab10" if len(classes) <= 10 else "tab20"
+            colours = _colormap(base)(np.arange(len(classes)))
+            cmap = ListedColormap(colours)
+            norm = BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes))
+            art = ax.scatter(
+                points[:, 0], points[:, 1], c=index, cmap=cmap, norm=norm, s=4, alpha=0.8
+            )
+            bar = fig.colorbar(art, ax=ax, ticks=np.arange(len(classes)))
+            bar.set_ticklabels([str(c) for c in classes])
+        else:
+            art = ax.scatter(points[:, 0], points[:, 1], c=y, cmap="viridis", s=4, alpha=0.8)
+            bar = fig.colorbar(art, ax=ax)
         bar.set_label("label")
         title = f"{description}, coloured by label"
     else:
@@ -378,7 +441,7 @@ def plot_latent(model, x, y, path, max_points=10000):
         title = f"{description} (the data has no labels)"
     ax.set_title(f"{title}\n{len(points)} examples", fontsize=9)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return fig
 
 
 # ----- the true posterior beside q and q* -------------------------------------------------------

@@ -362,7 +362,7 @@ def _unknown(group: str, name: str, dist: str | None, bare: str) -> UnknownCompo
     close = difflib.get_close_matches(wanted, candidates, n=1)
     if not close and dist is not None:  # "kvae-resnt:resnet": suggest by the name alone
         close = difflib.get_close_matches(bare, [e.name for e in plugins] + list(local), n=1)
-    parts = [f"Unknown {group} name {name!r}."]
+    parts = [f"Unknown {_singular(group)} {name!r}."]
     if dist is not None:
         providers = sorted({e.dist for e in plugins if e.name == bare})
         if providers:
@@ -375,12 +375,19 @@ def _unknown(group: str, name: str, dist: str | None, bare: str) -> UnknownCompo
     parts.append(f"Expected one of: {listed}. Received: name={name!r}.")
     if not autoload_enabled():
         parts.append(f"Third-party plugins are hidden because {AUTOLOAD_ENV} is set.")
-    else:
+    elif not close:
+        # Advice for a name that is really new, never for registering a misspelt one.
         parts.append(
-            "Install the package that provides it, or register an object in-process with "
-            f"@kvae.registry.register({group!r}, {bare!r})."
+            "If a plugin package provides it, install that package (`kvae plugins list` "
+            "shows what is installed); to add your own, register it under a name of your "
+            f"choice with @kvae.registry.register({group!r}, 'my-name')."
         )
     return UnknownComponentError(" ".join(parts))
+
+
+def _singular(group: str) -> str:
+    """'likelihoods' -> 'likelihood', for messages."""
+    return group[:-1] if group.endswith("s") else group
 
 
 def _resolve(group: str, name) -> Entry:

@@ -15,10 +15,11 @@ A run directory holds::
     config.json       the resolved TrainConfig (TrainConfig.from_file reads it back)
     model.keras       the final model (written to a temporary name, then renamed)
     metrics.json      final test metrics: model.evaluate's loss/elbo/reconstruction/kl, active
-                      units, KL per dimension (see kvae.evaluation), training time
-    checkpoints/      the last checkpoint (kvae.checkpointing)
-    backup/           the state a resume starts from (kvae.checkpointing)
-    history.csv       one row per epoch (kvae.checkpointing)
+                      units, KL per dimension (see kvae.evaluation), log p(x), training time
+                      and ``seconds``: how long each test estimate took
+    history.csv       one row per finished epoch (kvae.checkpointing)
+    checkpoints/      last.keras and state.json: the last checkpointed epoch
+    backup/           the state a resume starts from while training (kvae.checkpointing)
     logs/             TensorBoard event files (kvae.callbacks.TensorBoard)
 
 Under several workers only the chief writes the run directory; the others write the same files
@@ -36,12 +37,14 @@ import math
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 
 import numpy as np
 
-from kvae import _files, distribute
+from kvae import _files, _precision, distribute
+from kvae._progress import resolve_verbose
 from kvae._version import __version__
 from kvae.checkpointing import (
     CHECKPOINT_DIR,
@@ -283,7 +286,7 @@ def build_model(config, input_shape, steps_per_epoch=None, condition=None):
         kwargs["free_bits"] = config.free_bits
     if condition is not None:
         kwargs["condition"] = condition
-    model = VAE(**kwargs)
+    model = VAE(**kwargs, dtype=_precision.policy(config.precision))
     model.compile(
         optimizer=_optimizer(config),
         jit_compile=config.jit,
@@ -422,6 +425,14 @@ def _write_run_file(run_dir, **fields):
     _files.write_json(path, info)
 
 
+def _compile_record(model):
+    """What ``compile`` chose (``jit`` may be "auto"): recorded in run.json and the hparams."""
+    choice = getattr(model, "compile_choice", None)
+    if choice is None:
+        return {"requested": None, "jit_compile": bool(model.jit_compile), "reason": "unknown"}
+    return choice.to_dict()
+
+
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -504,7 +515,17 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
         if chief:
             _make_run_dir(run_dir)
             _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
-            _write_run_file(run_dir, status="running", started=_now(), versions=_versions())
+            _write_run_file(
+                run_dir,
+                status="running",
+                started=_now(),
+                versions=_versions(),
+                compile=_compile_record(model),
+            )
+        if verbose:
+            choice = _compile_record(model)
+            on = "on" if choice["jit_compile"] else "off"
+            print(f"kvae: XLA {on} ({choice['reason']})", file=sys.stderr)
         result = _train(config, model, arrays, run_dir, out, robust, list(callbacks), verbose)
         ending = None
         return result
@@ -541,6 +562,7 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
     from kvae.callbacks import KLWarmup, TensorBoard
     from kvae.datasets import make_dataset
 
+    compile_choice = _compile_record(model)
     initial_epoch = 0
     found = resume_state(run_dir) if config.resume else None
     resumed_at = int(found["epoch"]) if found is not None else 0
@@ -577,7 +599,8 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
         y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
         image_every=config.image_every,
         projector=config.projector,
-        hparams=config.to_dict(),
+        # The model settings, and what compile chose (the `jit` flag itself is operational).
+        hparams={**_hparams_of(config), "jit_compile": compile_choice["jit_compile"]},
         trial_id=os.path.basename(os.path.abspath(run_dir)),
     )
     all_callbacks = [tensorboard]
@@ -613,26 +636,44 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
         model.seed_generator.state.assign(initial_seed_state)
         # The same call as kvae.evaluation.evaluate makes (arrays, the run's batch size).
         test_y = arrays.y_test if conditional else None
+        eval_verbose = resolve_verbose("auto" if verbose == "auto" else min(int(verbose), 2))
+        seconds = {}
+        started = time.perf_counter()
+        _say(eval_verbose, f"Test set: ELBO of {len(arrays.x_test)} examples")
         scores = model.evaluate(
-            arrays.x_test, test_y, batch_size=config.batch_size, return_dict=True, verbose=0
+            arrays.x_test,
+            test_y,
+            batch_size=config.batch_size,
+            return_dict=True,
+            verbose=eval_verbose,
         )
+        seconds["elbo"] = time.perf_counter() - started
         metrics = {k: float(v) for k, v in scores.items()}
         metrics["num_examples"] = int(len(arrays.x_test))
+        started = time.perf_counter()
+        _say(eval_verbose, "Test set: active units and KL per dimension")
         metrics.update(
             evaluation.latent_summary(
                 model,
                 arrays.x_test[:10000],
                 seed=config.seed,
+                verbose=eval_verbose,
                 y=None if test_y is None else test_y[:10000],
             )
         )
+        seconds["latent"] = time.perf_counter() - started
         if config.eval_num_samples:
+            started = time.perf_counter()
+            k = config.eval_num_samples
+            _say(eval_verbose, f"Test set: log p(x), importance-weighted, K={k}")
             extra = {} if test_y is None else {"y": test_y}
             ll = model.log_likelihood(
-                arrays.x_test, num_samples=config.eval_num_samples, seed=config.seed, **extra
+                arrays.x_test, num_samples=k, seed=config.seed, verbose=eval_verbose, **extra
             )
+            seconds["log_likelihood"] = time.perf_counter() - started
             metrics["log_likelihood"] = float(np.mean(ll))
             metrics["log_likelihood_num_samples"] = config.eval_num_samples
+        metrics["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
         epochs_done = history.epoch[-1] + 1 if history.epoch else resumed_at
         metrics["train_seconds"] = train_seconds
         metrics["epochs_completed"] = epochs_done
@@ -659,6 +700,22 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
         metrics=metrics,
         config=config,
     )
+
+
+# Config keys that say how a run is operated, not what model it trains: kept out of
+# TensorBoard's hparams table (which is for comparing models); config.json has them all.
+_OPERATIONAL_KEYS = ("image_every", "checkpoint_every", "projector", "resume", "on_nan", "jit")
+
+
+def _hparams_of(config):
+    """The hyperparameters of ``config`` for TensorBoard's hparams table: its keys without
+    :data:`_OPERATIONAL_KEYS`."""
+    return {k: v for k, v in config.to_dict().items() if k not in _OPERATIONAL_KEYS}
+
+
+def _say(verbose, text):
+    if verbose:
+        print(text, flush=True)
 
 
 def load_test_data(config):

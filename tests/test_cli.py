@@ -1,8 +1,10 @@
 """The kvae command line: every command through click's CliRunner, bad input, the fast
 --help, and one end-to-end train -> evaluate -> sample -> plot in subprocesses."""
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,7 +100,14 @@ def test_train_help_lists_every_config_option():
         assert option in text
     for option in ("--num-samples", "--epochs", "--batch-size", "--learning-rate", "--seed"):
         assert option in text
-    for option in ("--jit / --no-jit", "--run-dir", "--resume", "--strategy", "--binarize"):
+    for option in (
+        "--jit [on|off|auto]",
+        "--no-jit",
+        "--run-dir",
+        "--resume",
+        "--strategy",
+        "--binarize",
+    ):
         assert option in text
 
 
@@ -127,12 +136,40 @@ def test_run_directory_layout(run_dir):
     for name in ("run.json", "config.json", "model.keras", "metrics.json"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "checkpoints").is_dir() and os.listdir(run_dir / "checkpoints")
+    # every file of a finished run is listed in `kvae train --help`
+    listing = _kvae("train", "--help").stdout
+    for name in os.listdir(run_dir):
+        assert f"{name}/" in listing if (run_dir / name).is_dir() else name in listing, name
+    assert "backup/" in listing and "run.json" in listing and "history.csv" in listing
     assert os.listdir(run_dir / "logs" / "train")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["dataset"] == "digits" and config["epochs"] == 2 and config["jit"] is False
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "finished" and info["epochs_completed"] == 2
     assert not [n for n in os.listdir(run_dir) if n.startswith(".")]  # no temporary files
+
+
+def test_hparams_table_has_model_settings_not_operational_flags(run_dir):
+    import glob
+
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    keys = None
+    for path in glob.glob(str(run_dir / "logs" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(
+                        value.metadata.plugin_data.content
+                    )
+                    keys = set(data.session_start_info.hparams)
+    assert keys is not None, "no hparams session"
+    assert {"latent_dim", "beta", "learning_rate", "likelihood", "encoder"} <= keys
+    for flag in ("image_every", "checkpoint_every", "projector", "resume", "on_nan", "jit"):
+        assert flag not in keys, flag
+    config = json.loads((run_dir / "config.json").read_text())
+    assert "image_every" in config and "jit" in config  # config.json still has them all
 
 
 def test_metrics_json_matches_model_evaluate(run_dir):
@@ -157,6 +194,12 @@ def test_evaluate_json(run_dir):
     assert m["log_likelihood_num_samples"] == 20 and m["num_examples"] == 100
     for key in ("elbo", "reconstruction", "kl", "log_likelihood", "active_units", "kl_per_dim"):
         assert key in m
+    # how long each estimate took, in seconds (the same keys in metrics.json from training)
+    assert set(m["seconds"]) == {"elbo", "log_likelihood", "latent"}
+    assert all(0 <= v < 600 for v in m["seconds"].values())
+    saved = json.loads((run_dir / "metrics.json").read_text())  # eval_num_samples=0: no log p(x)
+    assert "log_likelihood" not in saved and set(saved["seconds"]) == {"elbo", "latent"}
+    assert all(0 <= v < 600 for v in saved["seconds"].values())
 
 
 def test_evaluate_table(run_dir):
@@ -168,8 +211,10 @@ def test_evaluate_table(run_dir):
         "log p(x) (IWAE K=5)",
         "active units",
         "30 test examples",
+        "time                 ELBO ",
     ):
         assert text in result.stdout
+    assert "━" not in result.stdout  # no progress bar when the output is not a terminal
 
 
 def test_evaluate_gaps_method_and_records(run_dir):
@@ -204,7 +249,7 @@ def test_evaluate_gaps_method_and_records(run_dir):
     for path in glob.glob(str(run_dir / "logs" / "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                if value.tag.startswith("test/"):
+                if value.tag.startswith("test/") and value.tag != "test/run":  # run: text
                     tags[value.tag] = float(tf.make_ndarray(value.tensor))
     assert tags["test/gap_inference"] == pytest.approx(m["gap_inference"], rel=1e-6)
     assert "test/gap_amortisation_stderr" in tags
@@ -237,7 +282,11 @@ def test_pictures(run_dir, tmp_path):
     out = tmp_path / "r.png"
     result = _kvae("reconstruct", run_dir, "-n", 8, "-o", out, "--scale", 2)
     assert result.exit_code == 0, result.output
-    assert _png_size(out) == (2 * (2 * 9 + 1), 2 * (8 * 9 + 1))
+    height, width = _png_size(out)  # a margin on the left labels the rows
+    assert height == 2 * (2 * 9 + 1) and width > 2 * (8 * 9 + 1) + 40
+    with Image.open(out) as image:
+        margin = np.asarray(image)[:, : width - 2 * (8 * 9 + 1)]
+    assert (margin < 128).sum() > 20  # the labels' text
     out = tmp_path / "i.png"
     assert (
         _kvae("interpolate", run_dir, "--rows", 2, "--steps", 5, "-o", out, "--scale", 1).exit_code
@@ -251,6 +300,22 @@ def test_pictures(run_dir, tmp_path):
         assert _png_size(out) == (800, 800)
         assert f"Wrote {out}" in result.stdout
     assert sorted(os.listdir(tmp_path)) == ["i.png", "latent.png", "manifold.png", "r.png", "s.png"]
+
+
+def test_plot_default_output_is_shown_and_reported(run_dir, tmp_path, monkeypatch):
+    assert "[default: (KIND.png in the current directory)]" in " ".join(
+        _kvae("plot", "--help").stdout.split()
+    )
+    monkeypatch.chdir(tmp_path)
+    result = _kvae("plot", run_dir, "--kind", "latent")
+    assert result.exit_code == 0, result.output
+    assert f"Wrote {tmp_path / 'latent.png'} (800 x 800 pixels)" in result.stdout
+    assert os.listdir(tmp_path) == ["latent.png"]
+
+
+def test_reconstruct_help_names_the_rows():
+    text = " ".join(_kvae("reconstruct", "--help").stdout.split())
+    assert '"original"' in text and '"reconstruction"' in text
 
 
 def test_encode(run_dir, tmp_path):
@@ -321,6 +386,40 @@ def test_unknown_component_is_named_before_data_is_loaded(tmp_path):
     result = _kvae("train", "--encoder", "resnett", "--run-dir", tmp_path / "run")
     assert result.exit_code == 1 and "'resnett'" in result.output and "mlp" in result.output
     _no_traceback(result)
+
+
+def test_unknown_likelihood_wording(tmp_path):
+    result = _kvae("train", "--likelihood", "gausian", "--run-dir", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "Error: Unknown likelihood 'gausian'. Did you mean 'gaussian'?" in result.output
+    assert "likelihoods name" not in result.output
+    assert "register" not in result.output  # no advice to register the misspelt name
+    result = _kvae("train", "--likelihood", "zzzz", "--run-dir", tmp_path / "run")
+    assert result.exit_code == 1 and "Unknown likelihood 'zzzz'." in result.output
+    assert "Did you mean" not in result.output
+    assert "register('likelihoods', 'my-name')" in result.output and "'zzzz')" not in result.output
+    _no_traceback(result)
+
+
+def test_unknown_kwargs_key_suggests_the_nearest_argument(tmp_path):
+    result = _kvae(
+        "train", *TINY, "--encoder-kwargs", '{"hiden": [8]}', "--run-dir", tmp_path / "run"
+    )
+    assert result.exit_code == 1
+    assert "Unknown `encoder_kwargs` key: 'hiden' (did you mean 'hidden'?)" in result.output
+    assert "its arguments are: hidden, activation" in result.output
+    assert len(result.output.strip().splitlines()[-1]) > 0 and "Error: " in result.output
+    _no_traceback(result)
+
+
+def test_plugins_show_gives_the_command_line_form():
+    result = _kvae("plugins", "show", "gaussian", "--group", "likelihoods")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "kvae.VAE(likelihood='gaussian', likelihood_kwargs={...})" in text
+    line = next(ln for ln in text.splitlines() if "kvae train --likelihood gaussian" in ln)
+    example = json.loads(line.split("--likelihood-kwargs ")[1].strip("'"))
+    assert example == {"scale": "fixed"}  # a real argument at its default, valid JSON
 
 
 def test_existing_run_dir_is_refused(run_dir):
@@ -415,6 +514,91 @@ def test_end_to_end_subprocess(tmp_path):
     assert _png_size(tmp_path / "samples.png") == (6 * (3 * 9 + 1), 6 * (3 * 9 + 1))
     run("plot", "run", "--kind", "latent", "-o", "latent.png")
     assert _png_size(tmp_path / "latent.png") == (800, 800)
+
+
+# TensorFlow's C++ log lines ("I0000 00:00:1795930010.880493 8192 port.cc:153] ...") and the
+# absl line printed before them; the timestamps and thread ids differ from run to run.
+_TF_LOG = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ ([\w.]+:\d+)\]|WARNING: All log)")
+
+
+def _tf_log_sources(stderr):
+    """The set of 'file.cc:line' (or 'absl') of TensorFlow's C++ log lines in ``stderr``."""
+    found = set()
+    for line in stderr.splitlines():
+        match = _TF_LOG.match(line)
+        if match:
+            found.add(match.group(1) or "absl")
+    return found
+
+
+def test_quiet_import_hides_fd2_but_replays_it_when_the_import_fails(capfd):
+    from kvae.cli._quiet import _fd2_captured
+
+    with _fd2_captured():
+        os.write(2, b"C++ start-up note\n")
+    assert "C++ start-up note" not in capfd.readouterr().err
+    with pytest.raises(ImportError), _fd2_captured():
+        os.write(2, b"why the import failed\n")
+        raise ImportError("libfoo.so not found")
+    assert "why the import failed" in capfd.readouterr().err
+    os.write(2, b"after\n")  # file descriptor 2 is the real stderr again
+    assert capfd.readouterr().err == "after\n"
+
+
+@pytest.mark.slow  # four processes that each import TensorFlow: 20-60 s on 2 cores
+def test_start_up_logs_are_hidden_unless_verbose(run_dir, tmp_path):
+    """Through the installed script as a user runs it (no TF_CPP_MIN_LOG_LEVEL set)."""
+    import pty
+
+    exe = os.path.join(os.path.dirname(sys.executable), "kvae")
+    kvae = [exe] if os.path.exists(exe) else [sys.executable, "-m", "kvae"]
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KVAE_VERBOSE")}
+
+    def run(args, **kwargs):
+        return subprocess.run(
+            [*map(str, args)], text=True, cwd=tmp_path, env=env, check=False, **kwargs
+        )
+
+    # What TensorFlow itself prints on this machine, with kvae imported first: `import kvae`
+    # must not hide it (nor set TF_CPP_MIN_LOG_LEVEL behind a Python user's back).
+    code = "import os, kvae, tensorflow as tf; tf.zeros(1); print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+    out = run([sys.executable, "-c", code], capture_output=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "None"
+    baseline = _tf_log_sources(out.stderr)
+
+    # Default: only the command's own output; --json output is pure JSON (no progress bar).
+    args = ["evaluate", run_dir, "-k", 3, "--max-examples", 20]
+    out = run([*kvae, *args, "--json"], capture_output=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert _tf_log_sources(out.stderr) == set(), out.stderr[-2000:]
+    assert json.loads(out.stdout)["num_examples"] == 20
+
+    # On a terminal: progress bars with the time left, still no TensorFlow logs on stderr.
+    primary, secondary = pty.openpty()
+    try:
+        proc = run([*kvae, *args], stdout=secondary, stderr=subprocess.PIPE)
+        os.close(secondary)
+        chunks = []
+        with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+            while chunk := os.read(primary, 65536):
+                chunks.append(chunk)
+    finally:
+        os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _tf_log_sources(proc.stderr) == set(), proc.stderr[-2000:]
+    assert "log p(x): importance-weighted bound, K=3" in screen
+    assert "1/1" in screen and "━" in screen  # Keras' bar: 20 examples, batch 64: one step
+    assert "time                 ELBO" in screen
+
+    # -v (or KVAE_VERBOSE=1) shows TensorFlow's logs again: the same ones as a plain import.
+    if not baseline:
+        pytest.skip("TensorFlow prints no start-up logs on this machine: nothing to show")
+    out = run([*kvae, "-v", *args, "--json"], capture_output=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert baseline <= _tf_log_sources(out.stderr), out.stderr[-2000:]
+    assert json.loads(out.stdout)["num_examples"] == 20  # logs go to stderr only
 
 
 # ----- the Python API behind `kvae train` ------------------------------------------------------

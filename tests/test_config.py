@@ -24,7 +24,7 @@ def test_defaults_are_the_keras_example():
     assert (c.objective, c.num_samples, c.jit, c.strategy, c.binarize) == (
         "elbo",
         1,
-        True,
+        "auto",
         "default",
         None,
     )
@@ -90,7 +90,8 @@ def test_unknown_key_names_nearest_and_allowed_keys():
         ("beta", -1, "a finite number >= 0.0"),
         ("learning_rate", 0, "a finite number > 0.0"),
         ("learning_rate", "1e-3", "a finite number > 0.0"),
-        ("jit", "yes", "true or false"),
+        ("jit", "yes", "true, false or 'auto'"),
+        ("jit", 1, "true, false or 'auto'"),
         ("binarize", "always", "one of null/None, 'static', 'dynamic'"),
         ("objective", "vae", "one of 'elbo', 'iwae'"),
         ("strategy", "gpu", "'mirrored'"),

@@ -90,3 +90,20 @@ def test_evaluate_skip_likelihood_and_bad_k(digits):
     assert "log_likelihood" not in m
     with pytest.raises(ConfigError, match="num_samples"):
         evaluation.evaluate(model, xt, num_samples=-1)
+
+
+def test_evaluate_progress_and_timings(digits, capsys):
+    _, xt = digits
+    model = _model(latent_dim=2)
+    quiet = evaluation.evaluate(model, xt, num_samples=4, batch_size=32)
+    assert capsys.readouterr().out == ""  # verbose=0 (the default) prints nothing
+    assert set(quiet["seconds"]) == {"elbo", "log_likelihood", "latent"}
+    assert all(0 <= v < 300 for v in quiet["seconds"].values())
+    evaluation.evaluate(model, xt, num_samples=4, batch_size=32, verbose=2)
+    out = capsys.readouterr().out
+    # a title and one line per estimate: 64 examples = 2 batches of 32; 1 encoder batch
+    assert "ELBO of 64 examples" in out and "K=4" in out and "Active units" in out
+    assert out.count("2/2") == 2 and "1/1" in out
+    # encoding alone (kvae encode) counts its batches too
+    evaluation.posterior_moments(model, xt, batch_size=16, verbose=2)
+    assert "4/4" in capsys.readouterr().out

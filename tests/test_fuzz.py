@@ -286,9 +286,11 @@ CLI_VALID = {  # option -> what a user would type
     "--free-bits": st.sampled_from(["0", "0.1", "1"]),
     "--checkpoint-every": st.integers(1, 5).map(str),
     "--progress": st.sampled_from(["bar", "epoch", "none"]),
+    "--jit": st.sampled_from(["on", "off", "auto"]),
+    "--precision": st.sampled_from(["float32", "bf16"]),
 }
 CLI_BAD_ONLY = ["--resume", "--config", "--bogus-option"]
-FLAGS = ["--jit", "--no-jit", "--projector", "--no-projector"]
+FLAGS = ["--no-jit", "--projector", "--no-projector"]
 
 
 @st.composite

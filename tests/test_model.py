@@ -2,6 +2,7 @@
 XLA, mixed precision, bad input."""
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -265,3 +266,63 @@ def test_bad_data_is_refused_before_training(x, match):
 def test_loss_argument_is_refused():
     with pytest.raises(ConfigError, match="loss"):
         small_vae().compile(loss="mse")
+
+
+def _steps_shown(text):
+    """The (current, target) pairs a Keras progress bar printed."""
+    return [(int(a), int(b)) for a, b in re.findall(r"(\d+)/(\d+)", text)]
+
+
+def test_evaluate_progress_never_counts_past_the_last_step(capsys):
+    """fit moved steps_per_execution to 67 on MNIST; Keras then reported each compiled call as
+    67 steps, the last one too: 67/313 ... 335/313."""
+    model = small_vae()
+    model.compile(jit_compile=False, steps_per_execution=67)
+    x = _binary(313, seed=4)
+    state = model.seed_generator.state.numpy()
+    expected = model.evaluate(x, batch_size=1, verbose=0, return_dict=True)
+    capsys.readouterr()
+    model.seed_generator.state.assign(state)  # the same latent draws again
+    got = model.evaluate(x, batch_size=1, verbose=1, return_dict=True)
+    shown = _steps_shown(capsys.readouterr().out)
+    assert shown and all(target == 313 for _, target in shown)
+    assert max(current for current, _ in shown) == 313  # the last update, and never beyond
+    for key in expected:  # the bar changes what is shown, not what is computed
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, err_msg=key)
+    # the same for predict; and a ready CallbackList is used as given
+    model.predict(x, batch_size=1, verbose=1)
+    assert max(c for c, _ in _steps_shown(capsys.readouterr().out)) == 313
+
+
+def test_log_likelihood_progress_bar(capsys):
+    model = small_vae()
+    x = _binary(50, seed=5)
+    quiet = model.log_likelihood(x, num_samples=8, batch_size=10, chunk_size=3, seed=1)
+    assert capsys.readouterr().out == ""  # verbose=0: silent
+    loud = model.log_likelihood(x, num_samples=8, batch_size=10, chunk_size=3, seed=1, verbose=2)
+    out = capsys.readouterr().out
+    np.testing.assert_array_equal(loud, quiet)  # progress does not change the estimate
+    assert _steps_shown(out) == [(5, 5)]  # verbose=2: one line, 5 batches of 10
+    # "auto" is quiet when stdout is not a terminal (pytest's capture is not)
+    model.log_likelihood(x[:10], num_samples=2, batch_size=10, verbose="auto")
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ConfigError, match="verbose"):
+        model.log_likelihood(x, num_samples=2, verbose="loud")
+
+
+def test_a_stopped_epoch_shows_the_steps_it_ran(capsys):
+    """Ctrl-C or a NaN stop ends an epoch early: its bar must not read 469/469."""
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 >= 3:
+                self.model.stop_training = True
+
+    model = small_vae()
+    model.compile(jit_compile=False, steps_per_execution=1)
+    x = _binary(64, seed=6)
+    model.fit(x, batch_size=8, epochs=2, verbose=2, callbacks=[StopAt()], shuffle=False)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "/8" in ln]
+    assert len(lines) == 1 and lines[0].startswith("3/8"), lines  # one epoch line: 3 of 8
+    model.fit(x, batch_size=8, epochs=1, verbose=2)  # a complete epoch still reads 8/8
+    assert [ln[:3] for ln in capsys.readouterr().out.splitlines() if "/8" in ln] == ["8/8"]

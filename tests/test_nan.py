@@ -269,3 +269,51 @@ def test_skip_recovers_and_the_run_finishes(tmp_path, capsys):
     with open(tmp_path / "history.csv") as f:
         rows = f.read().split()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"] and "nan" not in f"{rows}"
+
+
+class Snapshot(keras.callbacks.Callback):
+    """Weights and optimizer state at the end of epoch ``epoch - 1`` and after batch
+    ``batch`` of epoch ``epoch`` (0-based)."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self._current, self.before, self.after = epoch, batch, 0, 0, 0
+
+    def _take(self):
+        variables = self.model.trainable_weights + self.model.optimizer.variables
+        return [np.array(v) for v in variables]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch - 1:
+            self.before = self._take()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._current == self.epoch and batch == self.batch:
+            self.after = self._take()
+
+
+def test_a_skipped_step_moves_nothing(tmp_path):
+    """A skipped step must not be a zero-gradient step: with Adam that still moves every
+    weight by its momentum. Three skipped steps leave the weights, Adam's moments and the
+    iteration count exactly as they were after the last good step."""
+    model = _model("decoder")
+    snap = Snapshot(1, 2)
+    model.fit(
+        X,
+        epochs=2,
+        batch_size=8,
+        verbose=0,
+        callbacks=[
+            *training_callbacks(tmp_path, {"on_nan": "skip"}),
+            BlowFuse(1),
+            snap,  # before RepairFuse: it sees batch 2 while the fuse is still blown
+            RepairFuse(1, 2),
+        ],
+    )
+    assert int(model.skipped_steps.result().numpy()) == 3
+    assert len(snap.before) == len(snap.after) > 0
+    for before, after in zip(snap.before, snap.after, strict=True):
+        np.testing.assert_array_equal(before, after)

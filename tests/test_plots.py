@@ -92,7 +92,13 @@ def test_model_grids(model2, data):
     assert plots.reconstructions(model2, x, n=16, ncols=8).shape == (4 * 9 + 1, 8 * 9 + 1, 1)
     assert plots.interpolations(model2, x, rows=3, steps=5).shape == (3 * 9 + 1, 7 * 9 + 1, 1)
     assert plots.traversal(model2, x, steps=7).shape == (2 * 9 + 1, 7 * 9 + 1, 1)
-    assert plots.manifold(model2, n=5).shape == (40, 40, 1)
+    # 8x8 images get 1-pixel white gaps in the manifold too (without, they run into stripes)
+    grid = plots.manifold(model2, n=5)
+    assert grid.shape == (5 * 9 + 1, 5 * 9 + 1, 1)
+    np.testing.assert_array_equal(grid[::9, :, 0], 1.0)  # every 9th row is a white line
+    np.testing.assert_array_equal(grid[:, ::9, 0], 1.0)
+    assert plots.grid_pad(8, 8) == 1 and plots.grid_pad(15, 28) == 1
+    assert plots.grid_pad(16, 16) == 0 and plots.grid_pad(28, 28) == 0  # MNIST: as Keras
     s1, s2 = plots.samples(model2, 4, seed=3), plots.samples(model2, 4, seed=3)
     np.testing.assert_array_equal(s1, s2)  # seeded
 
@@ -166,3 +172,36 @@ def test_failed_write_leaves_no_file(model2, tmp_path, monkeypatch):
         plots.plot_manifold(model2, final, n=3)
     assert final.read_bytes() == b"old"  # the previous file is untouched
     assert _files(tmp_path) == ["m.png"]  # and the temporary one removed
+
+
+def test_row_labels_add_a_margin_with_text(model2, data, tmp_path):
+    x, _ = data
+    grid = plots.reconstructions(model2, x, n=4, ncols=4)  # rows: original, reconstruction
+    plain = plots.save_grid(grid, tmp_path / "plain.png", scale=6)
+    size = plots.save_grid(
+        grid, tmp_path / "labelled.png", scale=6, row_labels=["original", "reconstruction"], rows=2
+    )
+    assert size[0] == plain[0] and size[1] > plain[1] + 40  # same height, a margin on the left
+    margin = size[1] - plain[1]
+    with Image.open(tmp_path / "labelled.png") as image:
+        pixels = np.asarray(image)
+    assert pixels.shape == size
+    np.testing.assert_array_equal(
+        pixels[:, margin:], np.asarray(Image.open(tmp_path / "plain.png"))
+    )
+    # dark text in the margin, in both tile rows: rows are 6 * 9 = 54 pixels apart
+    tile_rows = [pixels[6 + 54 * r : 6 + 54 * r + 48, :margin] for r in range(2)]
+    assert all((block < 128).sum() > 20 for block in tile_rows)
+    with pytest.raises(ConfigError, match="rows"):
+        plots.save_grid(grid, tmp_path / "x.png", row_labels=["a"])
+
+
+def test_latent_colour_bar_ticks_sit_in_the_middle_of_their_blocks(model2, data):
+    x, y = data
+    fig = plots._latent_figure(model2, x, y)
+    bar_ax = fig.axes[1]
+    classes = np.unique(y)
+    np.testing.assert_array_equal(bar_ax.get_yticks(), np.arange(len(classes)))
+    # blocks span [i - 0.5, i + 0.5]: the bar's range is [-0.5, n - 0.5]
+    np.testing.assert_allclose(bar_ax.get_ylim(), (-0.5, len(classes) - 0.5))
+    assert [t.get_text() for t in bar_ax.get_yticklabels()] == [str(c) for c in classes]

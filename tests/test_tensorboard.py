@@ -52,7 +52,19 @@ def run(tmp_path_factory):
     history = model.fit(
         x, validation_data=(xt,), epochs=EPOCHS, batch_size=64, callbacks=[tb, warmup], verbose=0
     )
-    tb.log_metrics({"elbo": -30.0, "kl_per_dim": [1, 2], "active_units": 2})
+    tb.log_metrics(
+        {
+            "elbo": -30.0,
+            "kl_per_dim": [1, 2],
+            "active_units": 2,
+            "latent_dim": 2,
+            "num_examples": 100,
+            "epochs_completed": 3,
+            "train_seconds": 1.25,
+            "active_units_threshold": 0.01,
+            "seconds": {"elbo": 0.5, "latent": 0.25},
+        }
+    )
     tb.close()
     return {"log_dir": str(log_dir), "model": model, "history": history.history}
 
@@ -78,6 +90,15 @@ def _scalar_values(folder, tag):
                 if value.tag == tag:
                     values.append((event.step, float(tf.make_ndarray(value.tensor))))
     return values
+
+
+def _text_values(folder, tag):
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    return tf.make_ndarray(value.tensor).item().decode()
+    return None
 
 
 def test_train_run_scalars(run):
@@ -128,6 +149,21 @@ def test_root_run_hparams_and_test_metrics(run):
     assert events["test/elbo"][0] == "scalars" and events["test/active_units"][0] == "scalars"
     assert "test/kl_per_dim" not in events  # lists are skipped
     assert _scalar_values(run["log_dir"], "test/elbo") == [(EPOCHS - 1, -30.0)]
+    # facts about the run are one text table, not one-point scalar charts
+    for name in ("latent_dim", "num_examples", "epochs_completed", "train_seconds"):
+        assert f"test/{name}" not in events, name
+    assert "test/active_units_threshold" not in events and "test/seconds" not in events
+    assert events["test/run"][0] == "text"
+    table = _text_values(run["log_dir"], "test/run")
+    for row in (
+        "| latent_dim | 2 |",
+        "| num_examples | 100 |",
+        "| epochs_completed | 3 |",
+        "| train_seconds | 1.25 |",
+        "| active_units_threshold | 0.01 |",
+        "| seconds | elbo 0.5, latent 0.25 |",
+    ):
+        assert row in table, row
 
 
 def test_projector_files(run):

@@ -17,7 +17,8 @@ Layout under ``log_dir`` (each folder is a TensorBoard run):
   per row), and for 2-D latents ``manifold`` and ``posterior`` (p(z|x) of three examples with
   q and q* over it, see kvae.plots.posterior).
 * ``.`` (``log_dir`` itself): the hparams session (the config passed as ``hparams``), the
-  test metrics written by :meth:`TensorBoard.log_metrics` as ``test/<name>``, and the
+  test metrics written by :meth:`TensorBoard.log_metrics` as ``test/<name>`` (and facts
+  about the run such as ``train_seconds`` as the text table ``test/run``), and the
   embedding projector: ``projector_config.pbtxt`` with ``projector/embeddings.tsv``
   (posterior means of ``x``), ``projector/metadata.tsv`` (labels) and
   ``projector/sprite.png``.
@@ -38,7 +39,21 @@ from kvae import _files, evaluation, plots
 from kvae._checks import positive_int
 from kvae.errors import ConfigError
 
-__all__ = ["TensorBoard"]
+__all__ = ["RUN_FACTS", "TensorBoard"]
+
+# Keys of a metrics dict that describe the run, not the model's quality: a text table in
+# TensorBoard instead of one-point scalar charts (see TensorBoard.log_metrics).
+RUN_FACTS = frozenset(
+    {
+        "latent_dim",
+        "num_examples",
+        "epochs_completed",
+        "train_seconds",
+        "active_units_threshold",
+        "log_likelihood_num_samples",
+        "seconds",
+    }
+)
 
 _HISTOGRAM_UNITS = 8  # per-unit histograms for the first units only
 _TRAVERSAL_UNITS = 10
@@ -230,18 +245,36 @@ class TensorBoard(keras.callbacks.Callback):
 
     def log_metrics(self, metrics, step=None, prefix="test/"):
         """Write final metrics (e.g. the test set's) as ``<prefix><name>`` scalars in the
-        top-level run, where the hparams dashboard finds them. Non-numbers are skipped."""
+        top-level run, where the hparams dashboard finds them. Facts about the run rather
+        than measures of the model (``latent_dim``, ``num_examples``, ``epochs_completed``,
+        ``train_seconds``, ``active_units_threshold``, ``log_likelihood_num_samples``,
+        ``seconds``) go into one text table, ``<prefix>run``, not into one-point charts.
+        Other non-numbers are skipped."""
         step = self._last_epoch if step is None else step
+        facts = []
         with self._writer(".").as_default(step=0 if step is None else step):
             for name, value in metrics.items():
-                if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                if name in RUN_FACTS:
+                    facts.append((name, value))
+                elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
                     _scalar(prefix + name, value)
+            if facts:
+                rows = [f"| {name} | {_fact(value)} |" for name, value in facts]
+                tf.summary.text(prefix + "run", "\n".join(["| | |", "|---|---|", *rows]))
         self._writer(".").flush()
 
 
 def _scalar(name, value):
     value = float(keras.ops.convert_to_numpy(value))
     tf.summary.scalar(name, value)
+
+
+def _fact(value):
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fact(v)}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _hparam_values(config):

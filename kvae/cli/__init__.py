@@ -11,11 +11,11 @@ one-line message on stderr and exit code 1; bad usage (click's checks) with exit
 
 import importlib
 import importlib.util
-import os
 
 import click
 
 from kvae._version import __version__
+from kvae.cli._quiet import VERBOSE_ENV, quiet_tensorflow
 from kvae.errors import KvaeError, TrainingInterrupted
 
 __all__ = ["main"]
@@ -82,16 +82,25 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="kvae")
-def main():
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    envvar=VERBOSE_ENV,
+    help=f"Show TensorFlow's start-up and C++ logs (hidden by default; or set {VERBOSE_ENV}=1).",
+)
+def main(verbose):
     """kvae: variational autoencoders for Keras 3 with TensorFlow Probability.
 
     \b
     Train, then inspect a run:
-      kvae train --dataset digits --epochs 20
+      kvae train --dataset digits --latent-dim 2 --epochs 300 --batch-size 32
       tensorboard --logdir runs/
       kvae evaluate runs/<run> --num-samples 5000
       kvae sample runs/<run> -n 64 -o samples.png
       kvae plot runs/<run> --kind manifold -o manifold.png
     """
-    # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) is noise on a terminal.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up chatter (absl, oneDNN and CUDA-driver notes, a cuInit "error"
+    # on machines without a GPU) is noise on a terminal; see kvae/cli/_quiet.py.
+    if not verbose:
+        quiet_tensorflow()

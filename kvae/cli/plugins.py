@@ -318,8 +318,26 @@ def _show_text(d):
     if d["forwards_kwargs"]:
         lines.append("Other keyword arguments are passed to the base class (name, dtype, ...).")
     slot = d["group"].rstrip("s")
+    example = _kwargs_example(d["arguments"])
     if d["group"] != "datasets":
-        lines.append(f"Pass arguments as kvae.VAE({slot}={d['name']!r}, {slot}_kwargs={{...}}).")
+        lines.append(
+            f"Pass arguments in Python as kvae.VAE({slot}={d['name']!r}, {slot}_kwargs={{...}}),"
+        )
     else:
-        lines.append(f"Pass arguments as kvae.datasets.load({d['name']!r}, ...).")
+        lines.append(f"Pass arguments in Python as kvae.datasets.load({d['name']!r}, ...),")
+    lines.append(
+        f"or on the command line as kvae train --{slot} {d['name']} --{slot}-kwargs '{example}'"
+    )
     return "\n".join(lines)
+
+
+def _kwargs_example(arguments):
+    """A JSON object for ``--<slot>-kwargs``: the first argument with a JSON default, at its
+    default; ``{...}`` when there is none."""
+    for arg in arguments:
+        if not arg["required"]:
+            try:
+                return json.dumps({arg["name"]: arg["default"]})
+            except (TypeError, ValueError):
+                continue
+    return "{...}"

@@ -3,6 +3,7 @@ plot. Each checks its arguments (and that the output can be written) before it i
 TensorFlow, then calls kvae.train.load_run and kvae.evaluation / kvae.plots."""
 
 import json
+import os
 
 import click
 
@@ -15,13 +16,13 @@ _seed = click.option(
 )
 
 
-def _output(default, suffix, what="figure"):
+def _output(default, suffix, what="figure", shown=None):
     return click.option(
         "-o",
         "--output",
         type=click.Path(dir_okay=False),
         default=default,
-        show_default=True,
+        show_default=shown or True,
         help=f"Where to write the {what} ({suffix}; written to a temporary file, then renamed).",
     )
 
@@ -138,7 +139,11 @@ def evaluate(
 ):
     """Test metrics of a run (nats per example): ELBO, reconstruction, KL, log p(x) by the
     chosen method with its standard error, active units and the KL per latent dimension;
-    with --gaps, the variational gaps of log p(x) = ELBO(q) + KL(q(z|x) || p(z|x))."""
+    with --gaps, the variational gaps of log p(x) = ELBO(q) + KL(q(z|x) || p(z|x)); and the
+    seconds each estimate took. On a terminal, progress bars show the time left.
+
+    With a continuous likelihood (gaussian, continuous-bernoulli) log p(x|z) is a log
+    density: a positive ELBO and a negative reconstruction term are normal there."""
     from kvae import evaluation
 
     config, model = _load(run_dir)
@@ -165,6 +170,7 @@ def evaluate(
         batch_size=batch_size,
         seed=seed,
         method=chosen,
+        verbose=0 if as_json else "auto",  # a progress bar on a terminal only
         **options,
     )
     if with_gaps:
@@ -223,6 +229,10 @@ def _table(run_dir, m):
         more = " ..." if len(m["kl_per_dim"]) > 16 else ""
         rows.append(f"  KL per dimension     {shown}{more}")
     rows.append(f"    ({m['kl_per_dim_method']})")
+    names = {"elbo": "ELBO", "log_likelihood": "log p(x)", "latent": "latent units"}
+    took = ", ".join(f"{names.get(k, k)} {v:.1f} s" for k, v in m.get("seconds", {}).items())
+    if took:
+        rows.append(f"  time                 {took}")
     return "\n".join(rows)
 
 
@@ -236,12 +246,12 @@ def _scale_option():
     )
 
 
-def _save_grid(grid, model, output, scale):
+def _save_grid(grid, model, output, scale, **labels):
     from kvae import plots
 
     if scale is None:
         scale = plots.default_scale(plots.image_shape(model.data_shape)[0])
-    size = plots.save_grid(grid, output, scale=scale)
+    size = plots.save_grid(grid, output, scale=scale, **labels)
     _done(output, size)
 
 
@@ -313,14 +323,18 @@ def sample(run_dir, n, output, seed, scale, label):
 @_output("recon.png", ".png")
 @_scale_option()
 def reconstruct(run_dir, n, output, scale):
-    """Test images (odd rows) above their reconstructions (even rows)."""
+    """Test images (rows labelled "original") above their reconstructions (rows labelled
+    "reconstruction": the mean of p(x|z) at the posterior mean of z)."""
     from kvae import plots
 
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
     _require_images(model)
     x, _ = _test_data(config, n)
-    _save_grid(plots.reconstructions(model, x, n=n, ncols=min(8, n)), model, output, scale)
+    ncols = min(8, n)
+    grid = plots.reconstructions(model, x, n=n, ncols=ncols)
+    labels = {"row_labels": ["original", "reconstruction"], "rows": 2 * -(-len(x) // ncols)}
+    _save_grid(grid, model, output, scale, **labels)
 
 
 @click.command(
@@ -368,7 +382,7 @@ def encode(run_dir, output, max_examples):
     check_writable(output, suffixes=(".npz",), what="codes")
     config, model = _load(run_dir)
     x, y = _test_data(config, max_examples)
-    means, scales = posterior_moments(model, x)
+    means, scales = posterior_moments(model, x, verbose="auto")  # a bar on a terminal
     arrays = {"mean": means, "scale": scales}
     if y is not None:
         arrays["label"] = np.asarray(y)
@@ -391,7 +405,7 @@ def encode(run_dir, output, max_examples):
     "p(z|x) with q(z|x) and the per-example optimum q* over it (a slice above 2-D); classes: "
     "a conditional run's samples, a row per class.",
 )
-@_output(None, ".png")
+@_output(None, ".png", shown="KIND.png in the current directory")
 @click.option(
     "--grid", type=click.IntRange(min=2), default=20, show_default=True, help="Manifold grid size."
 )
@@ -422,7 +436,7 @@ def plot(run_dir, kind, output, grid, method, n, max_examples):
     directions above 2-D)."""
     from kvae import plots
 
-    output = output or f"{kind}.png"
+    output = output or os.path.abspath(f"{kind}.png")  # say where the default went
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
     if kind == "classes":

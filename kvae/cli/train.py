@@ -5,7 +5,15 @@ import os
 
 import click
 
-from kvae.config import BINARIZE, KL_METHODS, ON_NAN, OPTIMIZERS, STRATEGIES, TrainConfig
+from kvae.config import (
+    BINARIZE,
+    KL_METHODS,
+    ON_NAN,
+    OPTIMIZERS,
+    PRECISIONS,
+    STRATEGIES,
+    TrainConfig,
+)
 
 _DEFAULTS = TrainConfig()
 
@@ -95,6 +103,12 @@ _OPTIONS = [
         click.IntRange(min=1),
         "Steps per compiled call.",
     ),
+    (
+        ("--precision",),
+        "precision",
+        click.Choice(PRECISIONS),
+        "float32, or bf16 (Keras' mixed_bfloat16; pays for convolutions on AMX CPUs).",
+    ),
     (("--binarize",), "binarize", click.Choice(["none", *BINARIZE[1:]]), "Binarise the data."),
     (
         ("--validation",),
@@ -176,8 +190,14 @@ def _add_options(func):
     help="Learning-rate schedule.  [default: none]",
 )
 @click.option(
-    "--jit/--no-jit", "jit", default=None, help="XLA-compile the training step.  [default: jit]"
+    "--jit",
+    "jit",
+    type=click.Choice(["on", "off", "auto"]),
+    default=None,
+    help="XLA-compile the training step: on, off, or auto (kvae's measured rule: on for GPU/TPU "
+    "and dense models, off for convolutions on CPU).  [default: auto]",
 )
+@click.option("--no-jit", "no_jit", is_flag=True, default=False, help="The same as --jit off.")
 @click.option(
     "--conditional/--no-conditional",
     "conditional",
@@ -209,18 +229,38 @@ def _add_options(func):
     help="Keras' progress bar, one line per epoch, or nothing.",
 )
 def train(config_file, recipe, run_dir, resume_dir, progress, **options):
-    """Train a VAE and write a run directory (config, model, checkpoints, TensorBoard logs,
-    test metrics). With no options: the default MNIST VAE (784-512-2 MLP, Bernoulli).
+    """Train a VAE and write a run directory. With no options: the default MNIST VAE
+    (784-512-2 MLP, Bernoulli).
 
     --resume RUN continues an interrupted or failed run; a finished run trains on when
     --epochs (the total) is larger than the epochs it trained, else kvae says so and exits 0.
     Ctrl-C saves and exits 130 with the command that resumes the run.
 
     Keys of --config files are TrainConfig's: the options' names with '_' for '-'.
+
+    \b
+    The run directory holds:
+      run.json      status (running, finished, interrupted, failed: with the reason and the
+                  resume command), package versions, times, epochs
+      config.json   the resolved configuration (--config reads it back)
+      model.keras   the final model (kvae.load_model; kvae evaluate, sample, ...)
+      metrics.json  test metrics (ELBO, reconstruction, KL, log p(x), active units, KL per
+                    unit) and the seconds each estimate took
+      history.csv   one row of metrics per finished epoch
+      checkpoints/  last.keras (the last checkpointed epoch) and state.json (its epoch)
+      backup/       the state --resume continues from (weights, optimizer, epoch, step)
+      logs/         TensorBoard event files (tensorboard --logdir RUN_DIR/logs)
     """
     from kvae.train import default_run_dir, finished_epochs, finished_message, load_config
     from kvae.train import train as run_training
 
+    no_jit = options.pop("no_jit")
+    if no_jit and options.get("jit") not in (None, "off"):
+        raise click.UsageError(f"Expected --no-jit or --jit {options['jit']}, not both.")
+    if no_jit:
+        options["jit"] = "off"
+    if options.get("jit") is not None:
+        options["jit"] = {"on": True, "off": False, "auto": "auto"}[options["jit"]]
     overrides = {k: v for k, v in options.items() if v is not None}
     for key in ("binarize", "lr_schedule"):
         if overrides.get(key) == "none":

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from kvae import objectives
 from kvae._checks import positive_int
+from kvae._progress import Progress
 from kvae.evaluation.result import LogLikelihood
 
 __all__ = ["iwae_log_likelihood"]
@@ -47,7 +48,15 @@ def _sums_fn(model):
 
 
 def iwae_log_likelihood(
-    model, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None, *, y=None
+    model,
+    x,
+    num_samples=1000,
+    batch_size=100,
+    chunk_size=None,
+    seed=None,
+    *,
+    verbose=0,
+    y=None,
 ):
     """log p(x) per example by importance sampling with K = ``num_samples`` samples.
 
@@ -56,6 +65,9 @@ def iwae_log_likelihood(
     in the batch's first index, then the chunk's first sample, so results do not depend on
     how many examples are evaluated together beyond ``batch_size``. ``y``: the conditions
     of a conditional model (log p(x|y)).
+
+    ``verbose``: 0 silent, 1 Keras' progress bar (one step per batch of examples, with the
+    time left), 2 one line when done, "auto" a bar when standard output is a terminal.
     """
     num_samples = positive_int("num_samples", num_samples)
     batch_size = positive_int("batch_size", batch_size)
@@ -68,6 +80,7 @@ def iwae_log_likelihood(
     base = model._stateless_seed(seed)
     fn = _sums_fn(model)
     est, se = [], []
+    progress = Progress(-(-len(x) // batch_size), verbose)
     for start in range(0, len(x), batch_size):
         xb = tf.constant(x[start : start + batch_size])
         yb = None if y is None else tf.constant(y[start : start + batch_size])
@@ -87,6 +100,7 @@ def iwae_log_likelihood(
             se.append(np.sqrt(np.maximum(ratio - 1.0, 0.0) / (k - 1.0)))
         else:
             se.append(np.full(lse.shape[1], np.nan))
+        progress.advance()
     value = np.concatenate(est)
     info = {"num_samples": num_samples, "chunk_size": chunk_size, "batch_size": batch_size}
     return LogLikelihood(value, np.concatenate(se), "iwae", info)

@@ -18,11 +18,22 @@ All figures are in nats per example.
   examples. In closed form when q is Gaussian and the prior a diagonal Gaussian (for a
   diagonal q they sum to ``kl``); by Monte Carlo when the prior is a mixture of diagonal
   Gaussians (marginals of a mixture are mixtures). ``kl_per_dim_method`` says which.
+* ``seconds``: how long each estimate took, ``{"elbo", "log_likelihood", "latent"}`` (wall
+  clock; the first includes XLA compilation).
+
+For a continuous likelihood (Gaussian, continuous Bernoulli, ...) ``log p(x|z)`` is a log
+*density*, which can be above 0: then ``reconstruction`` is negative and ``elbo`` and
+``log_likelihood`` positive. That is not a bug; only the Bernoulli and discretised
+likelihoods give log probabilities (<= 0). Compare such figures only between models of the
+same likelihood family on the same data scale.
 """
+
+import time
 
 import numpy as np
 
 from kvae._checks import positive_int
+from kvae._progress import Progress, resolve_verbose
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
@@ -39,25 +50,30 @@ _KL_MC_SAMPLES = 64
 _MOMENT_SAMPLES = 256
 
 
-def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, y=None, seed=0):
+def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, verbose=0, y=None, seed=0):
     """Posterior means and marginal standard deviations of q(z|x), numpy ``(n, latent_dim)``.
 
     For a q without closed-form moments (a flow: ``posterior="iaf"``) both are estimated
-    from ``_MOMENT_SAMPLES`` draws per example. ``y``: a conditional model's conditions."""
+    from ``_MOMENT_SAMPLES`` draws per example. ``y``: a conditional model's conditions.
+    ``verbose``: 0 silent, 1 a progress bar over the batches, 2 one line when done, "auto"
+    a bar when standard output is a terminal."""
     import tensorflow as tf
 
     means, scales = [], []
-    for start in range(0, len(x), batch_size):
-        rows = slice(start, start + batch_size)
-        xb = np.asarray(x[rows], np.float32)
-        q = model.encode(xb) if y is None else model.encode(xb, np.asarray(y)[rows])
-        if not _gaussian_posterior(q):
-            z = np.asarray(q.sample(_MOMENT_SAMPLES, seed=tf.constant([seed, start])), np.float64)
-            means.append(z.mean(axis=0))
-            scales.append(z.std(axis=0, ddof=1))
-            continue
-        means.append(np.asarray(q.mean()))
-        scales.append(np.asarray(q.stddev()))
+    with Progress(-(-len(x) // batch_size), verbose) as progress:
+        for start in range(0, len(x), batch_size):
+            rows = slice(start, start + batch_size)
+            xb = np.asarray(x[rows], np.float32)
+            q = model.encode(xb) if y is None else model.encode(xb, np.asarray(y)[rows])
+            if _gaussian_posterior(q):
+                means.append(np.asarray(q.mean()))
+                scales.append(np.asarray(q.stddev()))
+            else:
+                seed_b = tf.constant([seed, start])
+                z = np.asarray(q.sample(_MOMENT_SAMPLES, seed=seed_b), np.float64)
+                means.append(z.mean(axis=0))
+                scales.append(z.std(axis=0, ddof=1))
+            progress.advance()
     return np.concatenate(means), np.concatenate(scales)
 
 
@@ -163,6 +179,10 @@ def evaluate(
             al.). Its cost is K decoder passes per example; 0 skips log p(x) (any method).
         batch_size: examples per batch for ``model.evaluate`` and the log p(x) estimate.
         seed: seed of the estimate's samples.
+        verbose: 0 silent; 1 a titled progress bar with the time left for each estimate (log
+            p(x) by importance sampling; the other methods show their title only); 2 one
+            line per estimate when it is done; "auto" 1 when standard output is a terminal,
+            else 0.
         method: the log p(x) method (``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"``,
             ``"auto"``, see :func:`kvae.evaluation.log_likelihood`); ``**options`` go to it.
             The result says which method ran in ``log_likelihood_method``, with
@@ -177,6 +197,7 @@ def evaluate(
     if num_samples != 0:
         positive_int("num_samples", num_samples)
     batch_size = positive_int("batch_size", batch_size)
+    verbose = resolve_verbose(verbose)
     x = np.asarray(x, np.float32)
     model.check_data(x)
     if y is not None and (method or "iwae") != "iwae":
@@ -188,21 +209,30 @@ def evaluate(
         )
     chosen = ("iwae" if y is not None else choose_method(model, method)) if num_samples else None
     if chosen == "iwae":
-        options = dict(options, num_samples=num_samples, batch_size=batch_size, seed=seed)
+        options = dict(
+            options, num_samples=num_samples, batch_size=batch_size, seed=seed, verbose=verbose
+        )
     elif chosen == "ais":
         options = dict(options, seed=seed)
     if chosen is not None:  # refuse bad options before the (long) model.evaluate
         from kvae.evaluation.loglik import _check_options
 
         _check_options(chosen, options)
+    seconds = {}
+    start = time.perf_counter()
+    _title(verbose, f"ELBO of {len(x)} examples (model.evaluate, one latent sample each)")
     result = {
         k: float(v)
         for k, v in model.evaluate(
             x, y, batch_size=batch_size, return_dict=True, verbose=verbose
         ).items()
     }
+    seconds["elbo"] = time.perf_counter() - start
     result["num_examples"] = int(len(x))
     if chosen is not None:
+        start = time.perf_counter()
+        what = f"importance-weighted bound, K={num_samples}" if chosen == "iwae" else chosen
+        _title(verbose, f"log p(x): {what}")
         if y is not None:
             ll = model.log_likelihood(
                 x,
@@ -214,16 +244,27 @@ def evaluate(
             )
         else:
             ll = log_likelihood(model, x, method=chosen, **options)
+        seconds["log_likelihood"] = time.perf_counter() - start
         result.update(ll.summary())
         if chosen == "iwae":
             result["log_likelihood_num_samples"] = int(num_samples)
-    result.update(latent_summary(model, x, y=y))
+    start = time.perf_counter()
+    _title(verbose, "Active units and KL per dimension (posterior moments)")
+    result.update(latent_summary(model, x, verbose=verbose, y=y))
+    seconds["latent"] = time.perf_counter() - start
+    result["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return result
 
 
-def latent_summary(model, x, *, seed=0, y=None):
-    """Active units and per-dimension KL of ``x`` (one encoder pass), as a JSON-able dict."""
-    means, scales = posterior_moments(model, x, y=y, seed=seed)
+def _title(verbose, text):
+    if verbose:
+        print(text, flush=True)
+
+
+def latent_summary(model, x, *, seed=0, verbose=0, y=None):
+    """Active units and per-dimension KL of ``x`` (one encoder pass), as a JSON-able dict.
+    ``y``: a conditional model's conditions."""
+    means, scales = posterior_moments(model, x, verbose=verbose, y=y, seed=seed)
     count, variances = active_units(means)
     kl, method = kl_per_dimension(model, x, means=means, scales=scales, seed=seed, y=y)
     return {

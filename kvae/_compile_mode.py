@@ -1,0 +1,130 @@
+"""``compile(jit_compile="auto")``: whether kvae XLA-compiles the training step, by a rule
+whose table was measured (``scripts/measure_compile_mode.py`` writes it;
+``scripts/compile_mode_table.json`` is the checked-in copy).
+
+The rule, in order:
+
+1. ``True`` / ``False`` are taken as given.
+2. On a GPU or TPU (a visible logical GPU/TPU device, or a ``TPUStrategy``): XLA on.
+3. On a CPU, a model with a convolution layer anywhere in it: XLA off. TensorFlow's oneDNN
+   convolutions beat the convolutions XLA emits on CPU (keras.io conv VAE shape, measured:
+   XLA about 0.7x of no XLA).
+4. Otherwise (dense layers only, on a CPU): XLA on. XLA fuses the MLP's elementwise work
+   into the GEMMs (784-512-2 MLP measured about 1.2-1.4x faster with XLA; Burda's
+   784-200-200-50 tanh MLP likewise at batch 20 and 100).
+
+A rule rather than timing steps at the start of ``fit``: timing both ways costs two
+compilations (seconds for the conv step) on every run, and on a shared machine a few steps'
+timings are noisier than the difference being decided. The rule is deterministic, so two
+runs of one config train the same way. Rerun the measurement script on new hardware and
+change the rule here if its table disagrees.
+"""
+
+import dataclasses
+import logging
+
+import keras
+import tensorflow as tf
+
+__all__ = ["AUTO", "CompileChoice", "log", "parse_jit", "resolve"]
+
+_log = logging.getLogger("kvae")
+
+AUTO = "auto"
+
+_CONV_LAYERS = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "Conv1D",
+        "Conv2D",
+        "Conv3D",
+        "Conv1DTranspose",
+        "Conv2DTranspose",
+        "Conv3DTranspose",
+        "DepthwiseConv1D",
+        "DepthwiseConv2D",
+        "SeparableConv1D",
+        "SeparableConv2D",
+    )
+    if hasattr(keras.layers, name)
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileChoice:
+    """What ``compile`` was asked for (``True``, ``False`` or ``"auto"``), what it chose
+    (``jit``) and why, in words."""
+
+    requested: object
+    jit: bool
+    reason: str
+
+    def to_dict(self):
+        return {"requested": self.requested, "jit_compile": self.jit, "reason": self.reason}
+
+
+def parse_jit(value, name="jit_compile"):
+    """``True``/``False``/``"auto"`` from the spellings kvae accepts (also "on"/"off")."""
+    from kvae.errors import ConfigError
+
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word == AUTO:
+            return AUTO
+        if word in ("on", "true"):
+            return True
+        if word in ("off", "false"):
+            return False
+    raise ConfigError(
+        f"Expected `{name}` to be True, False or 'auto' (on the command line: on, off or "
+        f"auto). Received: {name}={value!r}."
+    )
+
+
+def _accelerator(strategy):
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "TPU"
+    for kind in ("TPU", "GPU"):
+        if tf.config.list_logical_devices(kind):
+            return kind
+    return None
+
+
+def _conv_layer(model):
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, _CONV_LAYERS):
+            return layer
+    return None
+
+
+def resolve(requested, model, run_eagerly=False):
+    """The :class:`CompileChoice` for ``model`` (a built Keras model) on this machine."""
+    requested = parse_jit(requested)
+    if run_eagerly:
+        return CompileChoice(requested, False, "run_eagerly=True")
+    if requested is not AUTO:
+        return CompileChoice(requested, requested, "asked for")
+    device = _accelerator(model.distribute_strategy)
+    if device is not None:
+        return CompileChoice(AUTO, True, f"{device}: XLA")
+    conv = _conv_layer(model)
+    if conv is not None:
+        return CompileChoice(
+            AUTO,
+            False,
+            f"CPU, convolution layer {conv.name!r} ({type(conv).__name__}): TensorFlow's "
+            "oneDNN convolutions are faster than XLA's on CPU",
+        )
+    return CompileChoice(AUTO, True, "CPU, no convolution layers: XLA fuses the dense step")
+
+
+def log(choice):
+    """One line on the ``kvae`` logger (INFO) saying what was chosen and why."""
+    _log.info(
+        "jit_compile=%r -> XLA %s (%s)",
+        choice.requested,
+        "on" if choice.jit else "off",
+        choice.reason,
+    )

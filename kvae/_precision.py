@@ -1,0 +1,48 @@
+"""``precision``: the Keras dtype policy a run's model is built under.
+
+``"float32"`` (default) or ``"bf16"`` (Keras' ``"mixed_bfloat16"``: layers compute in
+bfloat16, weights stay float32, kvae's heads and the loss compute in float32). In Python:
+``kvae.VAE(..., dtype="mixed_bfloat16")`` (or Keras' global policy set before building
+it); a saved model keeps its policy.
+
+When bf16 pays (``scripts/compare_precision.py``; figures in the README): on CPUs with AMX /
+AVX512_BF16, TensorFlow's oneDNN convolutions run in bfloat16, so the conv path (no XLA)
+gained (1.17x, loaded machine); the 784-512-2 MLP got slower (0.78x, XLA; with XLA off it was
+slower too, in a shorter check; the cause was not profiled). Test nats stayed within the seed spread on
+both. Not a default.
+"""
+
+import contextlib
+
+__all__ = ["PRECISIONS", "policy", "policy_scope", "scope"]
+
+PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16"}
+
+
+def policy(precision):
+    from kvae.errors import ConfigError
+
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"Expected `precision` to be one of {sorted(PRECISIONS)}. Received: "
+            f"precision={precision!r}."
+        )
+    return PRECISIONS[precision]
+
+
+@contextlib.contextmanager
+def policy_scope(name):
+    """Build layers under the Keras dtype policy ``name``; the global policy is restored."""
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def scope(precision):
+    """:func:`policy_scope` for a config's ``precision`` ("float32" or "bf16")."""
+    return policy_scope(policy(precision))
