@@ -25,6 +25,8 @@ ENTRY_POINTS = {
     "kvae.posteriors": [
         "gaussian = kvae.heads.posteriors:DiagonalGaussian",
         "full-gaussian = kvae.heads.posteriors:FullCovarianceGaussian",
+        "iaf = kvae.heads.iaf:IAFPosterior",
+        "hierarchical = kvae.hierarchical:HierarchicalPosterior",
     ],
     "kvae.likelihoods": [
         "bernoulli = kvae.heads.likelihoods:Bernoulli",
@@ -35,6 +37,8 @@ ENTRY_POINTS = {
     "kvae.priors": [
         "standard-normal = kvae.priors:StandardNormal",
         "mixture = kvae.priors:MixtureOfGaussians",
+        "vamp = kvae.vamp:VampPrior",
+        "hierarchical = kvae.hierarchical:HierarchicalPrior",
     ],
     "kvae.datasets": [
         "mnist = kvae.datasets.mnist:load_mnist",

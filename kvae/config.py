@@ -72,6 +72,12 @@ class TrainConfig:
     Robustness and scale (used by kvae.checkpointing and kvae.distribute):
         strategy ("default", "mirrored", "multi-worker", "tpu"), resume, on_nan ("stop",
         "skip"), free_bits (nats per latent dimension; 0 = off), checkpoint_every (epochs).
+    Conditioning:
+        conditional: train a conditional VAE (``kvae.VAE(condition={"num_classes": C})``)
+            on the data set's labels, C = the largest label + 1. TensorBoard then gets the
+            scalars only (its images and projector are unconditional).
+    lr_schedule: None (constant learning rate) or "burda" (Burda et al. 2016's stages,
+        squeezed into ``epochs``: see ``kvae.recipes``).
     """
 
     dataset: str = "mnist"
@@ -113,6 +119,8 @@ class TrainConfig:
     on_nan: str = "stop"
     free_bits: float = 0.0
     checkpoint_every: int = 1
+    conditional: bool = False
+    lr_schedule: str | None = None
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -335,6 +343,8 @@ _CHECKS = {
     "max_test_examples": _int(1, optional=True),
     "image_every": _int(0),
     "projector": _bool,
+    "conditional": _bool,
+    "lr_schedule": _choice((None, "burda")),
     "eval_num_samples": _int(0),
     "strategy": _choice(STRATEGIES),
     "resume": _bool,

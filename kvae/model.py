@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae import _compile_mode, _precision, objectives, registry
+from kvae import _compile_mode, _precision, conditioning, objectives, registry
 from kvae._checks import choice, positive_int, shape_tuple
 from kvae._choices import DEFAULT_STEPS_PER_EXECUTION, KL_METHODS, OBJECTIVES, SLOTS
 from kvae.errors import ConfigError, DataError, KvaeError, PluginError
@@ -44,6 +44,12 @@ class VAE(keras.Model):
             applied to the whole code: while a batch's mean KL is below
             ``free_bits * latent_dim`` the KL term gives no gradient (its value still counts
             in the loss and metrics). 0 (default) = off. Not with ``objective="iwae"``.
+        condition: None (default), or a conditional VAE's condition y (Sohn et al. 2015):
+            ``{"num_classes": C}`` (class labels, one-hot; the shorthand ``condition=C``) or
+            ``{"dim": D}`` (any vector). Then ``fit(x, y)`` trains q(z|x,y) p(x|z,y),
+            ``encode(x, y)``, ``decode(z, y)``, ``sample(n, y=...)`` and
+            ``log_likelihood(x, y=...)`` take it, and kvae feeds y to the networks itself
+            (see ``kvae.conditioning``), so any encoder and decoder work unchanged.
 
     Metrics (nats per example): ``loss`` (what is minimised), ``elbo`` (the bound on
     log p(x)), ``reconstruction`` (-E_q log p(x|z)) and ``kl`` (KL(q(z|x) || p(z))).
@@ -69,6 +75,7 @@ class VAE(keras.Model):
         kl="auto",
         seed=None,
         free_bits=0.0,
+        condition=None,
         input_shape=None,
         **kwargs,
     ):
@@ -82,6 +89,7 @@ class VAE(keras.Model):
                 stacklevel=2,
             )
             data_shape = input_shape
+        self.condition = conditioning.parse(condition)
         self.latent_dim = positive_int("latent_dim", latent_dim, what="It is the size of z.")
         self.data_shape = shape_tuple("data_shape", data_shape)
         self.num_samples = positive_int("num_samples", num_samples)
@@ -133,14 +141,19 @@ class VAE(keras.Model):
         self.skipped_steps = keras.metrics.Sum(name="skipped_steps")  # not reset per epoch
         self._replica_jit = False
         self._replica_fns = {}
+        # The Prior contract's hook: a prior may use the model (the VampPrior its encoder).
+        bind = getattr(self.prior, "bind_model", None)
+        if callable(bind):
+            bind(self)
         self._build_components()
 
     # ----- construction -----------------------------------------------------------------
     def _build_components(self):
         """Run one example through every part, so weights exist and bad wiring fails now."""
         x0 = tf.zeros((1, *self.data_shape), tf.float32)
+        y0 = None if self.condition is None else tf.zeros((1, self.condition.dim), tf.float32)
         try:
-            features = self.encoder(x0)
+            features = self._posterior_input(self.encoder(x0), y0)
             params = self.posterior_head(features)
             q = self.posterior_head.distribution(params)
             z = q.mean()
@@ -158,7 +171,7 @@ class VAE(keras.Model):
                 f"Received: {tuple(z.shape)} from posterior {self._specs['posterior']['name']!r}."
             )
         try:
-            features = self.decoder(z)
+            features = self.decoder(self._decoder_input(z, y0))
             params = self.likelihood_head(features)
             p = self.likelihood_head.distribution(params)
         except KvaeError:
@@ -188,44 +201,78 @@ class VAE(keras.Model):
         self.built = True
 
     # ----- the probabilistic model ---------------------------------------------------------
-    def encode(self, x, training=False):
-        """q(z|x) for a batch ``x``: a TFP distribution, batch shape [B], event [latent_dim]."""
+    def encode(self, x, y=None, training=False):
+        """q(z|x) (q(z|x,y) when conditional) for a batch ``x``: a TFP distribution, batch
+        shape [B], event [latent_dim]."""
         x = self._as_tensor(x)
-        return self.posterior_head.distribution(
-            self.posterior_head(self.encoder(x, training=training))
-        )
+        y = self._condition_vector(y)
+        features = self._posterior_input(self.encoder(x, training=training), y)
+        return self.posterior_head.distribution(self.posterior_head(features))
 
-    def decoder_params(self, z, training=False):
-        """Likelihood parameters for codes ``z`` of shape [..., latent_dim]."""
+    def decoder_params(self, z, y=None, training=False):
+        """Likelihood parameters for codes ``z`` of shape [..., latent_dim] (and conditions
+        ``y`` [B, ...] for z [..., B, latent_dim] when conditional)."""
         z = tf.convert_to_tensor(z, tf.float32)
         lead = tf.shape(z)[:-1]
         flat = tf.reshape(z, (-1, self.latent_dim))
-        params = self.likelihood_head(self.decoder(flat, training=training))
+        y = self._condition_vector(y)
+        if y is not None:
+            y = tf.reshape(
+                tf.broadcast_to(y, tf.concat([lead, tf.shape(y)[-1:]], axis=0)),
+                (-1, self.condition.dim),
+            )
+        params = self.likelihood_head(self.decoder(self._decoder_input(flat, y), training=training))
         return tf.reshape(params, tf.concat([lead, tf.shape(params)[1:]], axis=0))
 
-    def decode(self, z, training=False):
-        """p(x|z) for codes ``z`` [..., latent_dim]: event shape = one data point."""
-        return self.likelihood_head.distribution(self.decoder_params(z, training=training))
+    def decode(self, z, y=None, training=False):
+        """p(x|z) (p(x|z,y) when conditional) for codes ``z`` [..., latent_dim]: event shape
+        = one data point."""
+        return self.likelihood_head.distribution(self.decoder_params(z, y, training=training))
+
+    # A conditional VAE feeds y to the networks (kvae.conditioning); otherwise these are the
+    # identity on the networks' own inputs and outputs.
+    def _condition_vector(self, y):
+        if self.condition is None:
+            return None
+        if y is None:
+            raise DataError(
+                f"Expected y: this VAE is conditional ({self.condition.describe()}). "
+                "Received: y=None. Pass the condition of each example."
+            )
+        return self.condition.vector(y)
+
+    def _posterior_input(self, features, y):
+        return features if y is None else conditioning.features_with_condition(features, y)
+
+    def _decoder_input(self, z, y):
+        return z if y is None else conditioning.code_with_condition(z, y)
 
     def prior_distribution(self):
         """p(z)."""
         return self.prior.distribution()
 
     def call(self, x, training=False):
-        """Reconstruction: the mean of p(x | z = E[q(z|x)]), in the data's units."""
-        z = self.encode(x, training=training).mean()
-        return self.likelihood_head.mean(self.decoder_params(z, training=training))
+        """Reconstruction: the mean of p(x | z = E[q(z|x)]), in the data's units. A
+        conditional VAE takes ``(x, y)``."""
+        y = None
+        if self.condition is not None and isinstance(x, (tuple, list)):
+            x, y = x
+        z = self.encode(x, y, training=training).mean()
+        return self.likelihood_head.mean(self.decoder_params(z, y, training=training))
 
-    def sample(self, n, seed=None, mean=True):
+    def sample(self, n, seed=None, mean=True, y=None):
         """``n`` new data points from p(z) through the decoder (numpy).
 
         With ``mean=True`` (default) each is the mean of p(x|z), the usual VAE picture;
-        with ``mean=False`` a draw from p(x|z).
+        with ``mean=False`` a draw from p(x|z). A conditional VAE needs ``y``: one condition
+        (a class label, say) for all ``n``, or one per sample.
         """
         n = positive_int("n", n)
+        if self.condition is not None:
+            y = self.condition.repeat(y, n)
         seed = self._stateless_seed(seed)
         z = self.prior.distribution().sample(n, seed=seed)
-        params = self.decoder_params(z)
+        params = self.decoder_params(z, y)
         if mean:
             return keras.ops.convert_to_numpy(self.likelihood_head.mean(params))
         x = self.likelihood_head.distribution(params).sample(seed=tf.random.split(seed, 2)[1])
@@ -239,14 +286,15 @@ class VAE(keras.Model):
         return tf.cast(seed, tf.int32)
 
     # ----- objective ---------------------------------------------------------------------
-    def compute_terms(self, x, seed, training=False):
-        """Per-example loss, elbo, reconstruction and kl for a batch ``x``."""
-        q = self.encode(x, training=training)
+    def compute_terms(self, x, seed, training=False, y=None):
+        """Per-example loss, elbo, reconstruction and kl for a batch ``x`` (with conditions
+        ``y`` when conditional)."""
+        q = self.encode(x, y, training=training)
         prior = self.prior.distribution()
         target = self.likelihood_head.prepare(x)
 
         def decode(z):
-            return self.decode(z, training=training)
+            return self.decode(z, y, training=training)
 
         if self.objective == "iwae":
             bound = objectives.iwae_bound(
@@ -295,10 +343,10 @@ class VAE(keras.Model):
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
 
-    def _gradients(self, x, weights, seed):
+    def _gradients(self, x, weights, seed, y=None):
         """Per-example terms and the gradients of this replica's share of the batch loss."""
         with tf.GradientTape() as tape:
-            terms = self.compute_terms(x, seed, training=True)
+            terms = self.compute_terms(x, seed, training=True, y=y)
             per_example = terms["loss"]
             if self.free_bits:
                 kl = terms["kl"]
@@ -333,7 +381,10 @@ class VAE(keras.Model):
 
     def train_step(self, data):
         x, weights = _unpack(data)
-        grads, terms, ok = self._replica_fn("train", self._gradients)(x, weights, self._step_seed())
+        y = self._step_condition(data)
+        grads, terms, ok = self._replica_fn("train", self._gradients)(
+            x, weights, self._step_seed(), y
+        )
         if self.skip_nonfinite and not _replicated(self.distribute_strategy):
             # Zero gradients are not "no step": Adam's moments would still move the weights.
             # A bad step applies nothing at all (weights, moments and iteration count stay).
@@ -350,13 +401,27 @@ class VAE(keras.Model):
             self.skipped_steps.update_state(1.0 - tf.cast(ok, tf.float32))
         return self._update_metrics(terms, weights)
 
-    def _eval_terms(self, x, seed):
-        return self.compute_terms(x, seed, training=False)
+    def _eval_terms(self, x, seed, y=None):
+        return self.compute_terms(x, seed, training=False, y=y)
+
+    def _step_condition(self, data):
+        """A conditional VAE's y from a batch (x, y[, weights]); None otherwise."""
+        if self.condition is None:
+            return None
+        return keras.utils.unpack_x_y_sample_weight(data)[1]
 
     def test_step(self, data):
         x, weights = _unpack(data)
-        terms = self._replica_fn("test", self._eval_terms)(x, self._step_seed())
+        y = self._step_condition(data)
+        terms = self._replica_fn("test", self._eval_terms)(x, self._step_seed(), y)
         return self._update_metrics(terms, weights)
+
+    def predict_step(self, data):
+        if self.condition is not None:
+            # predict((x, y)): Keras hands the pair over as x (or as x and y).
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+            return self(x if y is None else (x, y), training=False)
+        return super().predict_step(data)
 
     @property
     def metrics(self):
@@ -434,6 +499,7 @@ class VAE(keras.Model):
         binarises the examples as ``make_dataset`` does.
         """
         self.check_data(x)
+        self._check_condition(x, y)
         _add_truthful_progbar(kwargs)
         if _is_array(x) and _fast_path_ok(x, y, kwargs):
             return self._fit_arrays(x, batch_size, epochs, binarize, kwargs)
@@ -506,6 +572,7 @@ class VAE(keras.Model):
         the number of steps (Keras reports each compiled call as ``steps_per_execution``
         steps, also the last, shorter one: 335/313 after ``fit`` moved it to 67)."""
         self.check_data(x)
+        self._check_condition(x, y)
         callbacks = self._step_callbacks(x, batch_size, steps, callbacks, verbose)
         return super().evaluate(
             x,
@@ -517,6 +584,11 @@ class VAE(keras.Model):
             callbacks=callbacks,
             **kwargs,
         )
+
+    def _check_condition(self, x, y):
+        """A conditional VAE's y must match x (before any work); others ignore y."""
+        if self.condition is not None and _is_array(x):
+            self.condition.check(None if y is None else np.asarray(y), int(x.shape[0]))
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         self.check_data(x)
@@ -611,10 +683,12 @@ class VAE(keras.Model):
         *,
         method=None,
         return_stderr=False,
+        y=None,
         verbose=0,
         **options,
     ):
-        """Estimate of log p(x) per example, in nats.
+        """Estimate of log p(x) per example, in nats (log p(x|y) for a conditional model,
+        which needs ``y`` and the IWAE method).
 
         By default (no ``method``) the importance-weighted estimate with K = ``num_samples``
         samples (Burda et al. 2016) as a numpy array: a lower bound that grows with K towards
@@ -631,6 +705,18 @@ class VAE(keras.Model):
         """
         from kvae import evaluation
 
+        if self.condition is not None:
+            self.check_data(x)
+            self._check_condition(x, y)
+            if (method or "iwae") != "iwae":
+                raise ConfigError(
+                    "Expected method='iwae' for a conditional model (the other log p(x) "
+                    f"methods take no condition yet). Received: method={method!r}."
+                )
+            result = evaluation.iwae_log_likelihood(
+                self, x, num_samples, batch_size, chunk_size, seed, verbose=verbose, y=y
+            )
+            return result if return_stderr or method else result.estimate
         if method is None and not return_stderr:
             if options:
                 raise ConfigError(f"Unexpected options {sorted(options)}: pass method=... too.")
@@ -664,6 +750,7 @@ class VAE(keras.Model):
             kl=self.kl_method,
             seed=self.seed,
             free_bits=self.free_bits,
+            condition=None if self.condition is None else self.condition.get_config(),
             providers={s.name: self._specs[s.name]["provider"] for s in SLOTS},
         )
         if self.dtype_policy.name != "float32":

@@ -189,10 +189,27 @@ def _data_shape(model):
     return tuple(model.data_shape)
 
 
-def samples(model, n=64, seed=0, ncols=None):
-    """A grid of ``n`` means of p(x|z) for z drawn from the prior."""
-    x = model.sample(n, seed=seed)
+def samples(model, n=64, seed=0, ncols=None, y=None):
+    """A grid of ``n`` means of p(x|z) for z drawn from the prior (of class / condition
+    ``y`` for a conditional model)."""
+    x = model.sample(n, seed=seed) if y is None else model.sample(n, seed=seed, y=y)
     return tile(as_images(x, _data_shape(model)), ncols or math.ceil(math.sqrt(n)))
+
+
+def class_samples(model, per_class=10, seed=0):
+    """A conditional model's samples, one row per class (``condition={"num_classes": C}``)."""
+    from kvae.errors import ConfigError
+
+    condition = getattr(model, "condition", None)
+    if condition is None or not condition.is_classes:
+        raise ConfigError(
+            "Expected a conditional model with class labels (trained with --conditional) for "
+            f"samples by class. Received: a model with condition={condition!r}."
+        )
+    c = condition.num_classes
+    labels = np.repeat(np.arange(c), per_class)
+    x = model.sample(c * per_class, seed=seed, y=labels)
+    return tile(as_images(x, _data_shape(model)), per_class)
 
 
 def reconstructions(model, x, n=16, ncols=8):

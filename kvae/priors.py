@@ -12,7 +12,18 @@ tfd = tfp.distributions
 
 @keras.saving.register_keras_serializable(package="kvae")
 class Prior(keras.layers.Layer):
-    """Base class. ``distribution()`` has batch shape [] and event shape [latent_dim]."""
+    """Base class. ``distribution()`` has batch shape [] and event shape [latent_dim].
+
+    A prior that needs the model it belongs to (the VampPrior needs its encoder and
+    posterior head) overrides :meth:`bind_model`: ``kvae.VAE`` calls it once while it is
+    constructed, after every component exists and before the prior is built or its
+    ``distribution()`` is first asked for, with the VAE itself. The prior may then create
+    weights that depend on the model (``model.data_shape``, ``model.latent_dim``) and call
+    ``model.encode(x)`` (q(z|x), a TFP distribution) inside ``distribution()``. Keep only a
+    weak reference to the model (``weakref.ref``): a strong one would make the model a
+    sub-layer of its own prior. A prior may also define ``init_from_data(x, seed=None)``,
+    which ``kvae train`` calls with the training examples before training starts.
+    """
 
     def __init__(self, latent_dim, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -26,6 +37,13 @@ class Prior(keras.layers.Layer):
         raise TypeError(
             f"{self.__class__.__name__} is not called on tensors: use .distribution() to get p(z)."
         )
+
+    # True for a prior whose distribution() calls the model's encoder (kvae.testing then
+    # checks that gradients reach the encoder).
+    uses_encoder = False
+
+    def bind_model(self, model):
+        """Hook called once by ``kvae.VAE`` with itself; a plain prior ignores it."""
 
     def distribution(self):
         raise NotImplementedError

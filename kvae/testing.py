@@ -431,13 +431,40 @@ def _builtin_reference(layer):
     return None
 
 
-def check_prior(prior, latent_dim=3, *, kwargs=None):
+def _needs_model(layer):
+    """True for a prior that uses the ``bind_model`` hook (it needs the model it is in)."""
+    from kvae.priors import Prior
+
+    bind = getattr(type(layer), "bind_model", None)
+    return callable(bind) and bind is not getattr(Prior, "bind_model", None)
+
+
+def check_prior(prior, latent_dim=3, *, kwargs=None, data_shape=(6, 6, 1)):
     """Check a prior: distribution() has batch shape [] and event [latent_dim], samples and
-    scores them, and survives a config round trip."""
+    scores them, and survives a config round trip.
+
+    A prior that overrides ``bind_model`` (it needs the model, as the VampPrior needs the
+    encoder) is checked inside a small VAE on ``data_shape`` data: bound by the VAE, its
+    distribution must depend on the model's weights (gradients reach the encoder), and a
+    VAE rebuilt from config with the same weights must give the same p(z); with
+    ``uses_encoder = True`` its log-density must depend on the encoder's weights."""
     name, factory = _factory("priors", prior)
     what = f"prior {name!r}"
     layer = factory(latent_dim=latent_dim, **dict(kwargs or {}))
-    layer.build()
+    host = None
+    if _needs_model(layer):
+        from kvae.model import VAE
+
+        host = VAE(
+            data_shape=tuple(data_shape),
+            latent_dim=latent_dim,
+            prior=prior if isinstance(prior, str) else layer,
+            prior_kwargs=kwargs if isinstance(prior, str) else None,
+            seed=1,
+        )
+        layer = host.prior
+    else:
+        layer.build()
     p = layer.distribution()
     if tuple(p.batch_shape) != () or tuple(p.event_shape) != (latent_dim,):
         _fail(
@@ -446,22 +473,39 @@ def check_prior(prior, latent_dim=3, *, kwargs=None):
         )
     z = p.sample(7, seed=tf.constant([3, 4]))
     _finite(what, p.log_prob(z), "log_prob of its own samples")
-    config = layer.get_config()
-    clone = type(layer).from_config(config)
-    clone.build()
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(
-        clone.distribution().log_prob(z),
-        p.log_prob(z),
-        rtol=1e-5,
-        err_msg=f"{what}: a prior rebuilt from its config scores differently",
-    )
+    if host is not None and getattr(layer, "uses_encoder", False):
+        with tf.GradientTape() as tape:
+            logp = tf.reduce_sum(layer.distribution().log_prob(z))
+        grads = tape.gradient(logp, host.encoder.trainable_weights)
+        if not any(g is not None and np.any(np.asarray(g)) for g in grads):
+            _fail(what, "says uses_encoder but its log-density does not depend on the encoder")
+    if host is not None:
+        clone = VAE.from_config(host.get_config())
+        clone.set_weights(host.get_weights())
+        np.testing.assert_allclose(
+            clone.prior.distribution().log_prob(z),
+            p.log_prob(z),
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=f"{what}: a model rebuilt from its config gives another p(z)",
+        )
+    else:
+        config = layer.get_config()
+        clone = type(layer).from_config(config)
+        clone.build()
+        clone.set_weights(layer.get_weights())
+        np.testing.assert_allclose(
+            clone.distribution().log_prob(z),
+            p.log_prob(z),
+            rtol=1e-5,
+            err_msg=f"{what}: a prior rebuilt from its config scores differently",
+        )
     _vae_round_trip(
         what,
-        sample_data((6, 6, 1), n=16),
-        prior=prior if isinstance(prior, str) else layer,
+        sample_data(tuple(data_shape), n=16),
+        prior=prior if isinstance(prior, str) else type(layer).from_config(layer.get_config()),
         prior_kwargs=kwargs if isinstance(prior, str) else None,
-        data_shape=(6, 6, 1),
+        data_shape=tuple(data_shape),
         latent_dim=latent_dim,
     )
     return layer

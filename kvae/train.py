@@ -214,8 +214,35 @@ def _optimizer(config):
     )
 
 
-def build_model(config, data_shape, steps_per_epoch=None):
+def condition_of(config, arrays):
+    """The condition of a ``conditional`` run ({"num_classes": C}, C = largest label + 1),
+    checked against the data before anything is built; None for other runs."""
+    if not config.conditional:
+        return None
+    if arrays.y_train is None or arrays.y_test is None:
+        raise DataError(
+            f"Expected labels for conditional=True: the data set {config.dataset!r} has none. "
+            "Use a data set with labels (mnist, digits, an .npz with y_train and y_test)."
+        )
+    if config.binarize is not None or config.strategy != "default":
+        raise ConfigError(
+            "Expected binarize=None and strategy='default' with conditional=True (their input "
+            f"pipelines carry no labels yet). Received: binarize={config.binarize!r}, "
+            f"strategy={config.strategy!r}."
+        )
+    y = np.asarray(arrays.y_train)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise DataError(
+            "Expected integer class labels >= 0 of shape (n,) for conditional=True. Received: "
+            f"labels of dtype {y.dtype} and shape {y.shape}."
+        )
+    return {"num_classes": max(2, int(y.max()) + 1)}
+
+
+def build_model(config, data_shape, steps_per_epoch=None, condition=None):
     """A compiled ``kvae.VAE`` as the config describes it (call inside a strategy scope).
+
+    ``condition``: a conditional VAE's condition (see :func:`condition_of`).
 
     ``steps_per_execution`` is capped at ``steps_per_epoch`` when that is given: more steps
     per compiled call than an epoch has gain nothing (and confuse Keras' progress bar)."""
@@ -234,6 +261,8 @@ def build_model(config, data_shape, steps_per_epoch=None):
     for slot in (s.name for s in SLOTS):
         kwargs[slot] = getattr(config, slot)
         kwargs[f"{slot}_kwargs"] = getattr(config, f"{slot}_kwargs") or None
+    if condition is not None:
+        kwargs["condition"] = condition
     model = VAE(**kwargs, dtype=_precision.policy(config.precision))
     model.compile(
         optimizer=_optimizer(config),
@@ -448,9 +477,14 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
         # A global batch that does not split evenly over the replicas is refused now, before
         # the run directory is made (docs/scaling.md).
         distribute.per_replica_batch_size(strategy, min(config.batch_size, len(arrays.x_train)))
+    condition = condition_of(config, arrays)
     with strategy.scope():
         steps = math.ceil(len(arrays.x_train) / config.batch_size)
-        model = build_model(config, arrays.data_shape, steps_per_epoch=steps)
+        model = build_model(config, arrays.data_shape, steps_per_epoch=steps, condition=condition)
+        # The Prior contract's optional hook: a VampPrior with init="data" copies examples.
+        init_prior = getattr(model.prior, "init_from_data", None)
+        if callable(init_prior) and not config.resume:
+            init_prior(arrays.x_train, seed=config.seed)
     robust = training_callbacks(run_dir, config)
     if on_start is not None:
         on_start(run_dir)
@@ -524,12 +558,18 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
     val_ds = None
     if arrays.x_val is not None:
         val_ds = make_dataset(arrays.x_val, config.batch_size, shuffle=False)
+    conditional = getattr(model, "condition", None) is not None
+    train_y = None
+    if conditional:
+        train_y = arrays.y_train
+        val_ds = None if arrays.x_val is None else (arrays.x_val, arrays.y_val)
 
     shown_x = arrays.x_val if arrays.x_val is not None else arrays.x_test
     shown_y = arrays.y_val if arrays.x_val is not None else arrays.y_test
     tensorboard = TensorBoard(
         os.path.join(out, LOG_DIR),
-        x=shown_x[:_TENSORBOARD_EXAMPLES],
+        # A conditional model's pictures would need y: scalars only.
+        x=None if conditional else shown_x[:_TENSORBOARD_EXAMPLES],
         y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
         image_every=config.image_every,
         projector=config.projector,
@@ -540,6 +580,14 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
     all_callbacks = [tensorboard]
     if config.kl_warmup_epochs:
         all_callbacks.append(KLWarmup(config.kl_warmup_epochs))
+    if config.lr_schedule == "burda":
+        from kvae.recipes import burda_learning_rate
+
+        all_callbacks.append(
+            keras.callbacks.LearningRateScheduler(
+                lambda epoch, lr: burda_learning_rate(epoch, config.epochs, config.learning_rate)
+            )
+        )
     all_callbacks += robust + callbacks
 
     start = time.perf_counter()
@@ -548,6 +596,7 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
         # run, fixed-shape batches), under a strategy too.
         history = model.fit(
             arrays.x_train,
+            train_y,
             batch_size=config.batch_size,
             epochs=config.epochs,
             initial_epoch=initial_epoch,
@@ -562,12 +611,17 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
             model.save(tmp)
         model.seed_generator.state.assign(initial_seed_state)
         # The same call as kvae.evaluation.evaluate makes (arrays, the run's batch size).
+        test_y = arrays.y_test if conditional else None
         eval_verbose = resolve_verbose("auto" if verbose == "auto" else min(int(verbose), 2))
         seconds = {}
         started = time.perf_counter()
         _say(eval_verbose, f"Test set: ELBO of {len(arrays.x_test)} examples")
         scores = model.evaluate(
-            arrays.x_test, batch_size=config.batch_size, return_dict=True, verbose=eval_verbose
+            arrays.x_test,
+            test_y,
+            batch_size=config.batch_size,
+            return_dict=True,
+            verbose=eval_verbose,
         )
         seconds["elbo"] = time.perf_counter() - started
         metrics = {k: float(v) for k, v in scores.items()}
@@ -576,7 +630,11 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
         _say(eval_verbose, "Test set: active units and KL per dimension")
         metrics.update(
             evaluation.latent_summary(
-                model, arrays.x_test[:10000], seed=config.seed, verbose=eval_verbose
+                model,
+                arrays.x_test[:10000],
+                seed=config.seed,
+                verbose=eval_verbose,
+                y=None if test_y is None else test_y[:10000],
             )
         )
         seconds["latent"] = time.perf_counter() - started
@@ -584,8 +642,9 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
             started = time.perf_counter()
             k = config.eval_num_samples
             _say(eval_verbose, f"Test set: log p(x), importance-weighted, K={k}")
+            extra = {} if test_y is None else {"y": test_y}
             ll = model.log_likelihood(
-                arrays.x_test, num_samples=k, seed=config.seed, verbose=eval_verbose
+                arrays.x_test, num_samples=k, seed=config.seed, verbose=eval_verbose, **extra
             )
             seconds["log_likelihood"] = time.perf_counter() - started
             metrics["log_likelihood"] = float(np.mean(ll))

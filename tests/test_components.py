@@ -19,9 +19,15 @@ def test_decoders(name):
     )
 
 
-@pytest.mark.parametrize("name", ["gaussian", "full-gaussian"])
+@pytest.mark.parametrize("name", ["gaussian", "full-gaussian", "iaf"])
 def test_posteriors(name):
     testing.check_posterior(name, latent_dim=3)
+
+
+def test_hierarchical_posterior_and_prior():
+    split = {"z1_dim": 2, "z2_dim": 1, "hidden": [8]}
+    testing.check_posterior("hierarchical", latent_dim=3, kwargs=split)
+    testing.check_prior("hierarchical", latent_dim=3, kwargs=split)
 
 
 @pytest.mark.parametrize(
@@ -40,9 +46,13 @@ def test_gaussian_scales(kwargs):
     assert len(layer.trainable_weights) == (2 if kwargs["scale"] == "fixed" else 3)
 
 
-@pytest.mark.parametrize("name", ["standard-normal", "mixture"])
+@pytest.mark.parametrize("name", ["standard-normal", "mixture", "vamp"])
 def test_priors(name):
     testing.check_prior(name, latent_dim=2)
+
+
+def test_encoders_with_flow_posterior():
+    testing.check_encoder("conv", data_shape=(8, 8, 1), posteriors=("iaf",))
 
 
 def test_every_builtin_is_covered():
@@ -50,9 +60,9 @@ def test_every_builtin_is_covered():
     covered = {
         "encoders": {"mlp", "conv"},
         "decoders": {"mlp", "conv"},
-        "posteriors": {"gaussian", "full-gaussian"},
+        "posteriors": {"gaussian", "full-gaussian", "iaf", "hierarchical"},
         "likelihoods": {"bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic"},
-        "priors": {"standard-normal", "mixture"},
+        "priors": {"standard-normal", "mixture", "vamp", "hierarchical"},
     }
     for group, names in covered.items():
         builtin = {e.name for e in registry.entries(group) if e.dist == "kvae"}

@@ -147,11 +147,22 @@ def evaluate(
     from kvae import evaluation
 
     config, model = _load(run_dir)
-    x, _ = _test_data(config, max_examples)
+    x, y = _test_data(config, max_examples)
     batch_size = batch_size or config.batch_size
     ais_options = {"num_temperatures": ais_temperatures, "num_chains": ais_chains}
-    chosen = evaluation.choose_method(model, method)
+    conditional = getattr(model, "condition", None) is not None
+    chosen = "iwae" if conditional else evaluation.choose_method(model, method)
     options = ais_options if chosen == "ais" else {}
+    if conditional:
+        if method not in (None, "iwae", "auto") or with_gaps:
+            from kvae.errors import ConfigError
+
+            raise ConfigError(
+                "Expected the IWAE method and no --gaps for a conditional run (the other "
+                f"log p(x) methods take no condition yet). Received: --method {method}"
+                + (" --gaps." if with_gaps else ".")
+            )
+        options = {"y": y}
     metrics = evaluation.evaluate(
         model,
         x,
@@ -268,14 +279,32 @@ def _require_images(model):
 @_output("samples.png", ".png")
 @_seed
 @_scale_option()
-def sample(run_dir, n, output, seed, scale):
+@click.option(
+    "--class",
+    "label",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Samples of this class (a run trained with --conditional).",
+)
+def sample(run_dir, n, output, seed, scale, label):
     """A grid of new images: z from the prior, shown as the mean of p(x|z)."""
     from kvae import plots
+    from kvae.errors import ConfigError
 
     check_writable(output, suffixes=(".png",), what="figure")
     _, model = _load(run_dir)
     _require_images(model)
-    _save_grid(plots.samples(model, n, seed=seed), model, output, scale)
+    condition = getattr(model, "condition", None)
+    if (label is None) != (condition is None):
+        raise ConfigError(
+            "Expected --class N exactly for a run trained with --conditional. Received: "
+            + (f"--class {label} for an unconditional run." if label is not None else "no --class.")
+        )
+    if condition is not None and condition.is_classes and label >= condition.num_classes:
+        raise ConfigError(
+            f"Expected --class in 0..{condition.num_classes - 1}. Received: --class {label}."
+        )
+    _save_grid(plots.samples(model, n, seed=seed, y=label), model, output, scale)
 
 
 @click.command(
@@ -369,11 +398,12 @@ def encode(run_dir, output, max_examples):
 @_run_dir
 @click.option(
     "--kind",
-    type=click.Choice(["manifold", "latent", "posterior"]),
+    type=click.Choice(["manifold", "latent", "posterior", "classes"]),
     required=True,
     help="manifold: images decoded over a grid of the latent space; latent: posterior means "
     "of the test set coloured by label; posterior: for --num test images, the true posterior "
-    "p(z|x) with q(z|x) and the per-example optimum q* over it (a slice above 2-D).",
+    "p(z|x) with q(z|x) and the per-example optimum q* over it (a slice above 2-D); classes: "
+    "a conditional run's samples, a row per class.",
 )
 @_output(None, ".png", shown="KIND.png in the current directory")
 @click.option(
@@ -409,6 +439,10 @@ def plot(run_dir, kind, output, grid, method, n, max_examples):
     output = output or os.path.abspath(f"{kind}.png")  # say where the default went
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
+    if kind == "classes":
+        _require_images(model)
+        _save_grid(plots.class_samples(model, per_class=10), model, output, None)
+        return
     if kind == "manifold":
         _require_images(model)
         if method is None and model.latent_dim != 2:

@@ -175,7 +175,21 @@ def _add_options(func):
     type=click.Path(dir_okay=False),
     help="A .yaml/.yml/.json file of config keys; options given here override it.",
 )
+@click.option(
+    "--recipe",
+    type=click.Choice(["burda-vae", "burda-iwae", "vamp", "iaf", "hvae"]),
+    default=None,
+    help="A named published setting (kvae.recipes) as the base config; options given here "
+    "override it (--epochs N runs a shortened schedule).",
+)
 @_add_options
+@click.option(
+    "--lr-schedule",
+    "lr_schedule",
+    type=click.Choice(["none", "burda"]),
+    default=None,
+    help="Learning-rate schedule.  [default: none]",
+)
 @click.option(
     "--jit",
     "jit",
@@ -185,6 +199,12 @@ def _add_options(func):
     "and dense models, off for convolutions on CPU).  [default: auto]",
 )
 @click.option("--no-jit", "no_jit", is_flag=True, default=False, help="The same as --jit off.")
+@click.option(
+    "--conditional/--no-conditional",
+    "conditional",
+    default=None,
+    help="A conditional VAE on the data set's labels (fit(x, y)).  [default: no-conditional]",
+)
 @click.option(
     "--projector/--no-projector",
     "projector",
@@ -209,7 +229,7 @@ def _add_options(func):
     show_default=True,
     help="Keras' progress bar, one line per epoch, or nothing.",
 )
-def train(config_file, run_dir, resume_dir, progress, **options):
+def train(config_file, recipe, run_dir, resume_dir, progress, **options):
     """Train a VAE and write a run directory. With no options: the default MNIST VAE
     (784-512-2 MLP, Bernoulli).
 
@@ -243,8 +263,11 @@ def train(config_file, run_dir, resume_dir, progress, **options):
     if options.get("jit") is not None:
         options["jit"] = {"on": True, "off": False, "auto": "auto"}[options["jit"]]
     overrides = {k: v for k, v in options.items() if v is not None}
-    if overrides.get("binarize") == "none":
-        overrides["binarize"] = None
+    for key in ("binarize", "lr_schedule"):
+        if overrides.get(key) == "none":
+            overrides[key] = None
+    if recipe is not None and (config_file is not None or resume_dir is not None):
+        raise click.UsageError("Expected --recipe without --config or --resume.")
     if resume_dir is not None:
         if run_dir is not None and os.path.abspath(run_dir) != os.path.abspath(resume_dir):
             raise click.UsageError("Expected either --resume RUN_DIR or --run-dir, not both.")
@@ -258,6 +281,10 @@ def train(config_file, run_dir, resume_dir, progress, **options):
         overrides["resume"] = True
     elif config_file is not None:
         base = TrainConfig.from_file(config_file)
+    elif recipe is not None:
+        from kvae.recipes import recipe as named_recipe
+
+        base = TrainConfig.from_dict(named_recipe(recipe), source=f"recipe {recipe!r}")
     else:
         base = TrainConfig()
     config = base.replace(**overrides)

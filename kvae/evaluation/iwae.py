@@ -30,11 +30,13 @@ def _sums_fn(model):
     fn = getattr(model, "_kvae_iwae_sums_fn", None)
     if fn is None:
 
-        def sums(x, seed, s):
-            q = model.encode(x)
+        def sums(x, seed, s, y=None):
+            # y: a conditional model's conditions (kvae.VAE(condition=...)), else None.
+            q = model.encode(x) if y is None else model.encode(x, y)
             z = q.sample(s, seed=seed)
+            decode = model.decode if y is None else (lambda z: model.decode(z, y))
             lw = objectives.log_weights(
-                model.likelihood_head.prepare(x), q, model.prior_distribution(), model.decode, z
+                model.likelihood_head.prepare(x), q, model.prior_distribution(), decode, z
             )
             return tf.stack(
                 [tf.reduce_logsumexp(lw, axis=0), tf.reduce_logsumexp(2.0 * lw, axis=0)]
@@ -46,14 +48,23 @@ def _sums_fn(model):
 
 
 def iwae_log_likelihood(
-    model, x, num_samples=1000, batch_size=100, chunk_size=None, seed=None, *, verbose=0
+    model,
+    x,
+    num_samples=1000,
+    batch_size=100,
+    chunk_size=None,
+    seed=None,
+    *,
+    verbose=0,
+    y=None,
 ):
     """log p(x) per example by importance sampling with K = ``num_samples`` samples.
 
     Work is done in XLA-compiled chunks of ``chunk_size`` samples per example (default:
     about 4096 decoder rows per call); the chunks' seeds are derived from ``seed`` by folding
     in the batch's first index, then the chunk's first sample, so results do not depend on
-    how many examples are evaluated together beyond ``batch_size``.
+    how many examples are evaluated together beyond ``batch_size``. ``y``: the conditions
+    of a conditional model (log p(x|y)).
 
     ``verbose``: 0 silent, 1 Keras' progress bar (one step per batch of examples, with the
     time left), 2 one line when done, "auto" a bar when standard output is a terminal.
@@ -62,6 +73,7 @@ def iwae_log_likelihood(
     batch_size = positive_int("batch_size", batch_size)
     model.check_data(x)
     x = np.asarray(x, np.float32)
+    y = None if y is None else np.asarray(y)
     if chunk_size is None:
         chunk_size = max(1, min(num_samples, DEFAULT_ROWS // batch_size))
     chunk_size = positive_int("chunk_size", chunk_size)
@@ -71,13 +83,14 @@ def iwae_log_likelihood(
     progress = Progress(-(-len(x) // batch_size), verbose)
     for start in range(0, len(x), batch_size):
         xb = tf.constant(x[start : start + batch_size])
+        yb = None if y is None else tf.constant(y[start : start + batch_size])
         batch_seed = tf.random.experimental.stateless_fold_in(base, start)
         parts = []
         done = 0
         while done < num_samples:
             s = min(chunk_size, num_samples - done)
             seed_i = tf.random.experimental.stateless_fold_in(batch_seed, done)
-            parts.append(fn(xb, seed_i, s))
+            parts.append(fn(xb, seed_i, s, yb))
             done += s
         lse = tf.reduce_logsumexp(tf.stack(parts), axis=0).numpy().astype(np.float64)
         k = float(num_samples)

@@ -47,21 +47,41 @@ __all__ = [
 ACTIVE_UNIT_THRESHOLD = 0.01
 _ENCODE_BATCH = 1000
 _KL_MC_SAMPLES = 64
+_MOMENT_SAMPLES = 256
 
 
-def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, verbose=0):
+def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, verbose=0, y=None, seed=0):
     """Posterior means and marginal standard deviations of q(z|x), numpy ``(n, latent_dim)``.
 
+    For a q without closed-form moments (a flow: ``posterior="iaf"``) both are estimated
+    from ``_MOMENT_SAMPLES`` draws per example. ``y``: a conditional model's conditions.
     ``verbose``: 0 silent, 1 a progress bar over the batches, 2 one line when done, "auto"
     a bar when standard output is a terminal."""
+    import tensorflow as tf
+
     means, scales = [], []
     with Progress(-(-len(x) // batch_size), verbose) as progress:
         for start in range(0, len(x), batch_size):
-            q = model.encode(np.asarray(x[start : start + batch_size], np.float32))
-            means.append(np.asarray(q.mean()))
-            scales.append(np.asarray(q.stddev()))
+            rows = slice(start, start + batch_size)
+            xb = np.asarray(x[rows], np.float32)
+            q = model.encode(xb) if y is None else model.encode(xb, np.asarray(y)[rows])
+            if _gaussian_posterior(q):
+                means.append(np.asarray(q.mean()))
+                scales.append(np.asarray(q.stddev()))
+            else:
+                seed_b = tf.constant([seed, start])
+                z = np.asarray(q.sample(_MOMENT_SAMPLES, seed=seed_b), np.float64)
+                means.append(z.mean(axis=0))
+                scales.append(z.std(axis=0, ddof=1))
             progress.advance()
     return np.concatenate(means), np.concatenate(scales)
+
+
+def _gaussian_posterior(q):
+    import tensorflow_probability as tfp
+
+    tfd = tfp.distributions
+    return isinstance(q, (tfd.MultivariateNormalDiag, tfd.MultivariateNormalTriL, tfd.Normal))
 
 
 def active_units(means, threshold=ACTIVE_UNIT_THRESHOLD):
@@ -72,7 +92,7 @@ def active_units(means, threshold=ACTIVE_UNIT_THRESHOLD):
     return int(np.sum(variances > threshold)), variances
 
 
-def kl_per_dimension(model, x, *, means=None, scales=None, seed=0):
+def kl_per_dimension(model, x, *, means=None, scales=None, seed=0, y=None):
     """``(kl, method)``: mean over ``x`` of KL(q(z_u|x) || p(z_u)) for each latent unit u.
 
     ``kl`` is a numpy array ``(latent_dim,)``, or None when the prior is neither a diagonal
@@ -80,8 +100,12 @@ def kl_per_dimension(model, x, *, means=None, scales=None, seed=0):
     import tensorflow_probability as tfp
 
     tfd = tfp.distributions
+    xb = np.asarray(x[:1], np.float32)
+    q = model.encode(xb) if y is None else model.encode(xb, np.asarray(y)[:1])
+    if not _gaussian_posterior(q):
+        return None, f"unavailable: q(z|x) is a {type(q).__name__}, its marginals are not Gaussian"
     if means is None or scales is None:
-        means, scales = posterior_moments(model, x)
+        means, scales = posterior_moments(model, x, y=y)
     mu = np.asarray(means, np.float64)
     s = np.asarray(scales, np.float64)
     prior = model.prior_distribution()
@@ -101,8 +125,11 @@ def kl_per_dimension(model, x, *, means=None, scales=None, seed=0):
         sds = np.asarray(components.stddev(), np.float64)  # (C, L)
         rng = np.random.default_rng(seed)
         total = np.zeros(mu.shape[1])
-        for start in range(0, len(mu), 256):
-            m_b, s_b = mu[start : start + 256], s[start : start + 256]
+        # Examples per chunk: the (S, B, C, L) array below stays near 2e7 numbers (a VampPrior
+        # has C = 500 components: 256 examples at once would be 3 GB).
+        step = max(1, min(256, int(2e7 // (_KL_MC_SAMPLES * locs.shape[0] * mu.shape[1]))))
+        for start in range(0, len(mu), step):
+            m_b, s_b = mu[start : start + step], s[start : start + step]
             eps = rng.standard_normal((_KL_MC_SAMPLES, *m_b.shape))
             z = m_b + s_b * eps  # (S, B, L)
             log_q = _normal_log_pdf(z, m_b, s_b)
@@ -133,7 +160,16 @@ def _logsumexp(a, axis):
 
 
 def evaluate(
-    model, x, num_samples=1000, batch_size=100, *, seed=0, verbose=0, method="iwae", **options
+    model,
+    x,
+    num_samples=1000,
+    batch_size=100,
+    *,
+    seed=0,
+    verbose=0,
+    method="iwae",
+    y=None,
+    **options,
 ):
     """Test metrics of ``model`` on ``x`` (numpy, already binarised if the model was trained on
     binary data). See the module docstring for each key.
@@ -153,6 +189,8 @@ def evaluate(
             ``log_likelihood_stderr`` (std over examples / sqrt(n)), ``log_likelihood_mc_stderr``
             (root-mean-square of the per-example Monte Carlo errors) and
             ``log_likelihood_nan_examples`` (indices of examples whose estimate is not finite).
+        y: the conditions of ``x`` for a conditional model (``kvae.VAE(condition=...)``);
+            its log p(x|y) is estimated by IWAE.
     """
     from kvae.evaluation.loglik import choose_method, log_likelihood
 
@@ -162,7 +200,14 @@ def evaluate(
     verbose = resolve_verbose(verbose)
     x = np.asarray(x, np.float32)
     model.check_data(x)
-    chosen = choose_method(model, method) if num_samples else None
+    if y is not None and (method or "iwae") != "iwae":
+        from kvae.errors import ConfigError
+
+        raise ConfigError(
+            "Expected method='iwae' for a conditional model (the other log p(x) methods take "
+            f"no condition yet). Received: method={method!r}."
+        )
+    chosen = ("iwae" if y is not None else choose_method(model, method)) if num_samples else None
     if chosen == "iwae":
         options = dict(
             options, num_samples=num_samples, batch_size=batch_size, seed=seed, verbose=verbose
@@ -179,7 +224,7 @@ def evaluate(
     result = {
         k: float(v)
         for k, v in model.evaluate(
-            x, batch_size=batch_size, return_dict=True, verbose=verbose
+            x, y, batch_size=batch_size, return_dict=True, verbose=verbose
         ).items()
     }
     seconds["elbo"] = time.perf_counter() - start
@@ -188,14 +233,24 @@ def evaluate(
         start = time.perf_counter()
         what = f"importance-weighted bound, K={num_samples}" if chosen == "iwae" else chosen
         _title(verbose, f"log p(x): {what}")
-        ll = log_likelihood(model, x, method=chosen, **options)
+        if y is not None:
+            ll = model.log_likelihood(
+                x,
+                num_samples=num_samples,
+                batch_size=batch_size,
+                seed=seed,
+                method="iwae",
+                y=y,
+            )
+        else:
+            ll = log_likelihood(model, x, method=chosen, **options)
         seconds["log_likelihood"] = time.perf_counter() - start
         result.update(ll.summary())
         if chosen == "iwae":
             result["log_likelihood_num_samples"] = int(num_samples)
     start = time.perf_counter()
     _title(verbose, "Active units and KL per dimension (posterior moments)")
-    result.update(latent_summary(model, x, verbose=verbose))
+    result.update(latent_summary(model, x, verbose=verbose, y=y))
     seconds["latent"] = time.perf_counter() - start
     result["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return result
@@ -206,11 +261,12 @@ def _title(verbose, text):
         print(text, flush=True)
 
 
-def latent_summary(model, x, *, seed=0, verbose=0):
-    """Active units and per-dimension KL of ``x`` (one encoder pass), as a JSON-able dict."""
-    means, scales = posterior_moments(model, x, verbose=verbose)
+def latent_summary(model, x, *, seed=0, verbose=0, y=None):
+    """Active units and per-dimension KL of ``x`` (one encoder pass), as a JSON-able dict.
+    ``y``: a conditional model's conditions."""
+    means, scales = posterior_moments(model, x, verbose=verbose, y=y, seed=seed)
     count, variances = active_units(means)
-    kl, method = kl_per_dimension(model, x, means=means, scales=scales, seed=seed)
+    kl, method = kl_per_dimension(model, x, means=means, scales=scales, seed=seed, y=y)
     return {
         "active_units": count,
         "active_units_threshold": ACTIVE_UNIT_THRESHOLD,

@@ -1,0 +1,66 @@
+"""Named recipes (kvae train --recipe NAME) and Burda et al.'s learning-rate schedule."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from kvae import recipes
+from kvae.cli import main
+from kvae.config import TrainConfig
+from kvae.errors import ConfigError
+
+
+def test_burda_schedule_full_length():
+    """3^i epochs at 1e-3 * 10^(-i/7): epoch 0 at 1e-3, epochs 1-3 at stage 1, 4-12 at
+    stage 2, ..., the last 2,187 epochs (1,093..3,279) at stage 7."""
+    lr = recipes.burda_learning_rate
+    assert lr(0, 3280) == pytest.approx(1e-3)
+    for epoch in (1, 3):
+        assert lr(epoch, 3280) == pytest.approx(1e-3 * 10 ** (-1 / 7))
+    assert lr(4, 3280) == pytest.approx(1e-3 * 10 ** (-2 / 7))
+    assert lr(12, 3280) == pytest.approx(1e-3 * 10 ** (-2 / 7))
+    assert lr(13, 3280) == pytest.approx(1e-3 * 10 ** (-3 / 7))
+    assert lr(1092, 3280) == pytest.approx(1e-3 * 10 ** (-6 / 7))
+    assert lr(1093, 3280) == pytest.approx(1e-4)
+    assert lr(3279, 3280) == pytest.approx(1e-4)
+
+
+def test_burda_schedule_shortened_keeps_every_stage_share():
+    lr = [recipes.burda_learning_rate(e, 100) for e in range(100)]
+    assert lr[0] == pytest.approx(1e-3) and lr[-1] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lr, lr[1:], strict=False))  # never increases
+    # Stage i ends at epoch ceil(100 * sum_{j<=i} 3^j / 3280): the last (2187/3280 of the
+    # run) starts at ceil(100 * 1093 / 3280) = ceil(33.3) = 34, so it has 66 epochs.
+    assert sum(v == pytest.approx(1e-4) for v in lr) == 66
+    assert lr[33] == pytest.approx(1e-3 * 10 ** (-6 / 7))
+
+
+def test_recipes_are_valid_configs_and_listed_by_the_cli():
+    for name in recipes.names():
+        config = TrainConfig.from_dict(recipes.recipe(name))
+        if name == "hvae":
+            assert config.latent_dim == 150 and config.encoder_kwargs["hidden"] == [100, 100]
+        else:
+            assert config.latent_dim == 50 and config.encoder_kwargs["hidden"] == [200, 200]
+        assert config.binarize == "dynamic" and config.lr_schedule == "burda"
+    help_text = CliRunner().invoke(main, ["train", "--help"]).output
+    assert "[burda-vae|burda-iwae|vamp|iaf|hvae]" in help_text.replace("\n", "").replace(" ", "")
+    assert set(recipes.names()) == {"burda-vae", "burda-iwae", "vamp", "iaf", "hvae"}
+    with pytest.raises(ConfigError, match="recipe"):
+        recipes.recipe("vae")
+
+
+def test_recipe_trains_from_the_cli_with_overrides(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--recipe", "burda-iwae", "--epochs", "2", "-d", "digits"]
+    args += ["--max-train-examples", "100", "--max-test-examples", "20", "-b", "50"]
+    args += ["--eval-num-samples", "0", "--progress", "none", "--run-dir", str(run)]
+    result = CliRunner().invoke(main, args, prog_name="kvae")
+    assert result.exit_code == 0, result.output
+    with open(run / "config.json") as f:
+        config = json.load(f)
+    assert config["epochs"] == 2 and config["objective"] == "iwae" and config["num_samples"] == 5
+    assert config["lr_schedule"] == "burda" and config["decoder_kwargs"]["activation"] == "tanh"
+    result = CliRunner().invoke(main, [*args[:3], "--config", "x.yaml"], prog_name="kvae")
+    assert result.exit_code != 0 and "--recipe without --config" in result.output
