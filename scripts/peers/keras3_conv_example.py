@@ -9,7 +9,6 @@ binary_crossentropy summed over 28x28 + the analytic KL, averaged over the batch
 custom ``train_step``. Protocol and JSON: _protocol.py.
 """
 
-import _protocol
 
 
 def build(hidden, latent_dim, keras, tf):
@@ -68,37 +67,9 @@ def build(hidden, latent_dim, keras, tf):
 
 
 def main():
-    p = _protocol.parser(__doc__.splitlines()[0], hidden="16")
-    args = p.parse_args()
-    _protocol.check(p, args)
-    import keras
-    import tensorflow as tf
-    from keras3_mlp_example import test_neg_elbo
+    from keras3_mlp_example import run_example
 
-    keras.utils.set_random_seed(args.seed)
-    x_train, x_test = _protocol.mnist(args, flat=False)
-    model = build(int(args.hidden), args.latent_dim, keras, tf)
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile=args.jit == "true")
-    clock = _protocol.Clock()
-    clock.start()
-    model.fit(
-        x_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=[clock.keras_callback(keras.callbacks.Callback)],
-    )
-    _protocol.report(
-        "keras3_conv_example",
-        args,
-        clock,
-        len(x_train),
-        len(x_test),
-        framework=f"keras {keras.__version__}",
-        n_params=int(model.encoder.count_params() + model.decoder.count_params()),
-        test_neg_elbo_nats=test_neg_elbo(model, x_test, tf),
-    )
+    run_example("keras3_conv_example", build, __doc__.splitlines()[0], hidden="16", flat=False)
 
 
 if __name__ == "__main__":

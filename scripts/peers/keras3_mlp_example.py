@@ -69,16 +69,18 @@ def test_neg_elbo(model, x, tf):
     return total / len(x)
 
 
-def main():
-    p = _protocol.parser(__doc__.splitlines()[0], hidden="512")
+def run_example(name, build_fn, description, *, hidden, flat):
+    """Train a Keras-example VAE by the protocol and print its JSON line (the conv example's
+    ``main`` runs this too: the two examples differ only in their networks)."""
+    p = _protocol.parser(description, hidden=hidden)
     args = p.parse_args()
     _protocol.check(p, args)
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(args.seed)
-    x_train, x_test = _protocol.mnist(args, flat=True)
-    model = build(int(args.hidden), args.latent_dim, keras, tf)
+    x_train, x_test = _protocol.mnist(args, flat=flat)
+    model = build_fn(int(args.hidden), args.latent_dim, keras, tf)
     model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile=args.jit == "true")
     clock = _protocol.Clock()
     clock.start()
@@ -91,7 +93,7 @@ def main():
         callbacks=[clock.keras_callback(keras.callbacks.Callback)],
     )
     _protocol.report(
-        "keras3_mlp_example",
+        name,
         args,
         clock,
         len(x_train),
@@ -100,6 +102,10 @@ def main():
         n_params=int(model.encoder.count_params() + model.decoder.count_params()),
         test_neg_elbo_nats=test_neg_elbo(model, x_test, tf),
     )
+
+
+def main():
+    run_example("keras3_mlp_example", build, __doc__.splitlines()[0], hidden="512", flat=True)
 
 
 if __name__ == "__main__":
