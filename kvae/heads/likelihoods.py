@@ -97,7 +97,7 @@ class LikelihoodHead(keras.layers.Layer):
         raise NotImplementedError
 
     def _independent(self, dist):
-        return tfd.Independent(dist, reinterpreted_batch_ndims=len(self.data_shape))
+        return _Independent(dist, reinterpreted_batch_ndims=len(self.data_shape))
 
     def prepare(self, x):
         """Data -> the distribution's support. Identity unless the head is discrete."""
@@ -140,6 +140,57 @@ class LikelihoodHead(keras.layers.Layer):
         if "event_shape" in config:  # saved before data_shape was its name
             config["data_shape"] = config.pop("event_shape")
         return cls(**config)
+
+
+def _flatten_last(t, ndims):
+    """``t`` with its last ``ndims`` dimensions made one (a bitcast under XLA)."""
+    return tf.reshape(t, tf.concat([tf.shape(t)[:-ndims], [-1]], axis=0))
+
+
+class _Independent(tfd.Independent):
+    """``tfd.Independent`` whose ``log_prob`` computes the per-dimension terms on the data
+    dimensions flattened into one, then sums along it.
+
+    XLA on CPU vectorises an elementwise loop along the innermost dimension; for images
+    that is the channel axis, of size 1, so the per-pixel terms of an [S, B, 28, 28, 1]
+    tensor ran about 25% slower than on [S, B, 784] (IWAE and quadrature on the 784-512-2
+    MNIST model, scripts/benchmark_loglik.py). The flat copy is made with the per-dimension
+    distribution's own ``copy``, so its ``log_prob`` (a subclass's too) is the one used; a
+    parameter or value whose trailing shape is not the data's (a broadcast one) takes
+    TFP's own path. The value is the same sum.
+    """
+
+    def _log_prob(self, x, **kwargs):
+        ndims = tf.get_static_value(self.reinterpreted_batch_ndims)
+        x = tf.convert_to_tensor(x)
+        event = tuple(self.event_shape)
+        flat = None
+        if ndims and not kwargs and None not in event and _ends_with(x, event):
+            flat = _flat_copy(self.distribution, event)
+        if flat is None:
+            return super()._log_prob(x, **kwargs)
+        return tf.reduce_sum(flat.log_prob(_flatten_last(x, len(event))), axis=-1)
+
+
+def _ends_with(t, event):
+    rank = t.shape.rank
+    return rank is not None and rank >= len(event) and tuple(t.shape[-len(event) :]) == event
+
+
+def _flat_copy(dist, event):
+    """``dist`` with every tensor parameter's trailing ``event`` dimensions made one (scalar
+    parameters kept), or None when a parameter has another trailing shape."""
+    override = {}
+    for key, param in dist.parameters.items():
+        if not (tf.is_tensor(param) or isinstance(param, (tf.Variable, np.ndarray))):
+            continue
+        value = tf.convert_to_tensor(param)
+        if value.shape.rank == 0:
+            continue
+        if not _ends_with(value, event):
+            return None
+        override[key] = _flatten_last(value, len(event))
+    return dist.copy(**override) if override else None
 
 
 class _LogitBernoulli(tfd.Bernoulli):
