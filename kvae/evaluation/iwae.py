@@ -16,31 +16,41 @@ import tensorflow as tf
 from kvae import objectives
 from kvae._checks import positive_int
 from kvae._progress import Progress
+from kvae.evaluation.joint import DECODER_ROWS
 from kvae.evaluation.result import LogLikelihood
 
 __all__ = ["iwae_log_likelihood"]
 
-# Decoder rows per compiled call. The [rows, D] logits of one call are written and read
-# back once; at 784 pixels, 4096 rows (12.8 MB) stay within a CPU's cache far better than
-# 16384 (51 MB) did (see scripts/benchmark_loglik.py).
-DEFAULT_ROWS = 4096
-
 
 def _sums_fn(model):
+    """A compiled ``(x, seed, start, s, chunks, y) -> [2, B]``: logsumexp of log w and of
+    2 log w over ``chunks`` chunks of ``s`` samples, chunk i drawn with the seed
+    ``fold_in(seed, start + i * s)``.
+
+    The chunks run in one XLA while-loop, the encoder once per call: issuing one compiled
+    call per chunk (and encoding again each time) ran about 25% slower at 40 samples x 100
+    examples per chunk (scripts/benchmark_loglik.py).
+    """
     fn = getattr(model, "_kvae_iwae_sums_fn", None)
     if fn is None:
 
-        def sums(x, seed, s, y=None):
+        def sums(x, seed, start, s, chunks, y=None):
             # y: a conditional model's conditions (kvae.VAE(condition=...)), else None.
             q = model.encode(x) if y is None else model.encode(x, y)
-            z = q.sample(s, seed=seed)
             decode = model.decode if y is None else (lambda z: model.decode(z, y))
-            lw = objectives.log_weights(
-                model.likelihood_head.prepare(x), q, model.prior_distribution(), decode, z
-            )
-            return tf.stack(
-                [tf.reduce_logsumexp(lw, axis=0), tf.reduce_logsumexp(2.0 * lw, axis=0)]
-            )
+            target = model.likelihood_head.prepare(x)
+            prior = model.prior_distribution()
+
+            def body(i, acc):
+                seed_i = tf.random.experimental.stateless_fold_in(seed, start + i * s)
+                lw = objectives.log_weights(target, q, prior, decode, q.sample(s, seed=seed_i))
+                chunk = tf.stack(
+                    [tf.reduce_logsumexp(lw, axis=0), tf.reduce_logsumexp(2.0 * lw, axis=0)]
+                )
+                return i + 1, tf.reduce_logsumexp(tf.stack([acc, chunk]), axis=0)
+
+            acc = tf.fill([2, tf.shape(x)[0]], tf.constant(-np.inf, tf.float32))
+            return tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), acc))[1]
 
         fn = tf.function(sums, jit_compile=True, reduce_retracing=False)
         model._kvae_iwae_sums_fn = fn
@@ -75,7 +85,7 @@ def iwae_log_likelihood(
     x = np.asarray(x, np.float32)
     y = None if y is None else np.asarray(y)
     if chunk_size is None:
-        chunk_size = max(1, min(num_samples, DEFAULT_ROWS // batch_size))
+        chunk_size = max(1, min(num_samples, DECODER_ROWS // batch_size))
     chunk_size = positive_int("chunk_size", chunk_size)
     base = model._stateless_seed(seed)
     fn = _sums_fn(model)
@@ -85,13 +95,12 @@ def iwae_log_likelihood(
         xb = tf.constant(x[start : start + batch_size])
         yb = None if y is None else tf.constant(y[start : start + batch_size])
         batch_seed = tf.random.experimental.stateless_fold_in(base, start)
+        full, rest = divmod(num_samples, chunk_size)
         parts = []
-        done = 0
-        while done < num_samples:
-            s = min(chunk_size, num_samples - done)
-            seed_i = tf.random.experimental.stateless_fold_in(batch_seed, done)
-            parts.append(fn(xb, seed_i, s, yb))
-            done += s
+        if full:
+            parts.append(fn(xb, batch_seed, 0, chunk_size, full, yb))
+        if rest:  # the last, smaller chunk: its own trace, same seeds as one chunk per call
+            parts.append(fn(xb, batch_seed, full * chunk_size, rest, 1, yb))
         lse = tf.reduce_logsumexp(tf.stack(parts), axis=0).numpy().astype(np.float64)
         k = float(num_samples)
         est.append(lse[0] - np.log(k))
