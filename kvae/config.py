@@ -77,7 +77,7 @@ class TrainConfig:
             on the data set's labels, C = the largest label + 1. TensorBoard then gets the
             scalars only (its images and projector are unconditional).
     lr_schedule: None (constant learning rate) or "burda" (Burda et al. 2016's stages,
-        squeezed into ``epochs``: see ``kvae.recipes``).
+        cut after ``epochs``: see ``kvae.recipes``).
     """
 
     dataset: str = "mnist"

@@ -585,7 +585,7 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
 
         all_callbacks.append(
             keras.callbacks.LearningRateScheduler(
-                lambda epoch, lr: burda_learning_rate(epoch, config.epochs, config.learning_rate)
+                lambda epoch, lr: burda_learning_rate(epoch, config.learning_rate)
             )
         )
     all_callbacks += robust + callbacks

@@ -11,29 +11,27 @@ from kvae.config import TrainConfig
 from kvae.errors import ConfigError
 
 
-def test_burda_schedule_full_length():
+def test_burda_schedule():
     """3^i epochs at 1e-3 * 10^(-i/7): epoch 0 at 1e-3, epochs 1-3 at stage 1, 4-12 at
-    stage 2, ..., the last 2,187 epochs (1,093..3,279) at stage 7."""
+    stage 2, ..., the last 2,187 epochs (1,093..3,279) at stage 7; a shortened run (any
+    number of epochs) is the start of this one, and past 3,280 the last rate holds."""
     lr = recipes.burda_learning_rate
-    assert lr(0, 3280) == pytest.approx(1e-3)
+    assert lr(0) == pytest.approx(1e-3)
     for epoch in (1, 3):
-        assert lr(epoch, 3280) == pytest.approx(1e-3 * 10 ** (-1 / 7))
-    assert lr(4, 3280) == pytest.approx(1e-3 * 10 ** (-2 / 7))
-    assert lr(12, 3280) == pytest.approx(1e-3 * 10 ** (-2 / 7))
-    assert lr(13, 3280) == pytest.approx(1e-3 * 10 ** (-3 / 7))
-    assert lr(1092, 3280) == pytest.approx(1e-3 * 10 ** (-6 / 7))
-    assert lr(1093, 3280) == pytest.approx(1e-4)
-    assert lr(3279, 3280) == pytest.approx(1e-4)
-
-
-def test_burda_schedule_shortened_keeps_every_stage_share():
-    lr = [recipes.burda_learning_rate(e, 100) for e in range(100)]
-    assert lr[0] == pytest.approx(1e-3) and lr[-1] == pytest.approx(1e-4)
-    assert all(a >= b for a, b in zip(lr, lr[1:], strict=False))  # never increases
-    # Stage i ends at epoch ceil(100 * sum_{j<=i} 3^j / 3280): the last (2187/3280 of the
-    # run) starts at ceil(100 * 1093 / 3280) = ceil(33.3) = 34, so it has 66 epochs.
-    assert sum(v == pytest.approx(1e-4) for v in lr) == 66
-    assert lr[33] == pytest.approx(1e-3 * 10 ** (-6 / 7))
+        assert lr(epoch) == pytest.approx(1e-3 * 10 ** (-1 / 7))
+    assert lr(4) == pytest.approx(1e-3 * 10 ** (-2 / 7))
+    assert lr(12) == pytest.approx(1e-3 * 10 ** (-2 / 7))
+    assert lr(13) == pytest.approx(1e-3 * 10 ** (-3 / 7))
+    assert lr(39) == pytest.approx(1e-3 * 10 ** (-3 / 7))
+    assert lr(40) == pytest.approx(1e-3 * 10 ** (-4 / 7))
+    assert lr(1092) == pytest.approx(1e-3 * 10 ** (-6 / 7))
+    assert lr(1093) == pytest.approx(1e-4)
+    assert lr(3279) == pytest.approx(1e-4)
+    assert lr(5000) == pytest.approx(1e-4)
+    assert lr(0, base=2e-3) == pytest.approx(2e-3)
+    rates = [lr(e) for e in range(3280)]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))  # never increases
+    assert sum(r == pytest.approx(1e-4) for r in rates) == 2187
 
 
 def test_recipes_are_valid_configs_and_listed_by_the_cli():

@@ -188,7 +188,8 @@ def _add_options(func):
     "lr_schedule",
     type=click.Choice(["none", "burda"]),
     default=None,
-    help="Learning-rate schedule.  [default: none]",
+    help="Learning-rate schedule: burda = Burda et al. 2016's stages (3^i epochs at "
+    "1e-3 * 10^(-i/7)), cut after --epochs.  [default: none]",
 )
 @click.option(
     "--jit",
