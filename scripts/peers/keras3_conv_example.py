@@ -10,7 +10,6 @@ custom ``train_step``. Protocol and JSON: _protocol.py.
 """
 
 
-
 def build(hidden, latent_dim, keras, tf):
     ops, layers = keras.ops, keras.layers
 
