@@ -27,13 +27,20 @@ def _output(default, suffix, what="figure", shown=None):
     )
 
 
-def _max_examples(default=None):
+def _count(*names, low, high=None, default=None, help):
+    """An integer option in [low, high]; its default is shown when it has one."""
     return click.option(
-        "--max-examples",
-        type=click.IntRange(min=1),
+        *names,
+        type=click.IntRange(min=low, max=high),
         default=default,
         show_default=default is not None,
-        help="Use only the first N test examples.",
+        help=help,
+    )
+
+
+def _max_examples(default=None):
+    return _count(
+        "--max-examples", low=1, default=default, help="Use only the first N test examples."
     )
 
 
@@ -77,28 +84,20 @@ _METHODS = ["iwae", "exact", "quadrature", "ais", "auto"]
     "(exact, else quadrature, else iwae). A method that does not apply is refused with the "
     "list of those that do.",
 )
-@click.option(
+@_count(
     "--num-samples",
     "-k",
-    type=click.IntRange(min=1),
+    low=1,
     default=1000,
-    show_default=True,
     help="K importance samples per example for --method iwae (Burda et al. report K=5000).",
 )
-@click.option(
+@_count(
     "--ais-temperatures",
-    type=click.IntRange(min=2),
+    low=2,
     default=100,
-    show_default=True,
     help="Intermediate distributions of AIS (--method ais, and the gaps when AIS is used).",
 )
-@click.option(
-    "--ais-chains",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="AIS chains per example.",
-)
+@_count("--ais-chains", low=1, default=16, help="AIS chains per example.")
 @click.option(
     "--gaps",
     "with_gaps",
@@ -108,16 +107,10 @@ _METHODS = ["iwae", "exact", "quadrature", "ais", "auto"]
     "on the first --gap-examples test examples; log p(x) for them by exact, else quadrature, "
     "else AIS (or --method if not iwae). Added to the run's metrics.json and TensorBoard.",
 )
-@click.option(
-    "--gap-examples",
-    type=click.IntRange(min=2),
-    default=500,
-    show_default=True,
-    help="Test examples used for --gaps.",
-)
-@click.option(
+@_count("--gap-examples", low=2, default=500, help="Test examples used for --gaps.")
+@_count(
     "--batch-size",
-    type=click.IntRange(min=1),
+    low=1,
     default=None,
     help="Examples per batch.  [default: the run's batch size, which reproduces metrics.json]",
 )
@@ -267,22 +260,14 @@ def _require_images(model):
 
 @click.command(context_settings=_CONTEXT, short_help="New images from prior samples (PNG).")
 @_run_dir
-@click.option(
-    "-n",
-    "--num",
-    "n",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Number of samples.",
-)
+@_count("-n", "--num", "n", low=1, default=64, help="Number of samples.")
 @_output("samples.png", ".png")
 @_seed
 @_scale_option()
-@click.option(
+@_count(
     "--class",
     "label",
-    type=click.IntRange(min=0),
+    low=0,
     default=None,
     help="Samples of this class (a run trained with --conditional).",
 )
@@ -311,15 +296,7 @@ def sample(run_dir, n, output, seed, scale, label):
     context_settings=_CONTEXT, short_help="Test images above their reconstructions (PNG)."
 )
 @_run_dir
-@click.option(
-    "-n",
-    "--num",
-    "n",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Number of test images.",
-)
+@_count("-n", "--num", "n", low=1, default=16, help="Number of test images.")
 @_output("recon.png", ".png")
 @_scale_option()
 def reconstruct(run_dir, n, output, scale):
@@ -344,13 +321,7 @@ def reconstruct(run_dir, n, output, scale):
 @click.option(
     "--rows", type=click.IntRange(min=1), default=4, show_default=True, help="Pairs of test images."
 )
-@click.option(
-    "--steps",
-    type=click.IntRange(min=2),
-    default=10,
-    show_default=True,
-    help="Decoded points per row.",
-)
+@_count("--steps", low=2, default=10, help="Decoded points per row.")
 @_output("interp.png", ".png")
 @_scale_option()
 def interpolate(run_dir, rows, steps, output, scale):
@@ -416,15 +387,7 @@ def encode(run_dir, output, max_examples):
     help="Manifold above 2 latent dimensions: grid over the first two principal axes of the "
     "posterior means.",
 )
-@click.option(
-    "-n",
-    "--num",
-    "n",
-    type=click.IntRange(min=1, max=16),
-    default=4,
-    show_default=True,
-    help="Test images for --kind posterior.",
-)
+@_count("-n", "--num", "n", low=1, high=16, default=4, help="Test images for --kind posterior.")
 @_max_examples(5000)
 def plot(run_dir, kind, output, grid, method, n, max_examples):
     """The Keras VAE example's figures: the decoded manifold of a 2-D latent space (grid by
