@@ -15,6 +15,7 @@ from kvae._choices import (
     STRATEGIES,
 )
 from kvae.config import TrainConfig
+from kvae.recipes import RECIPES
 
 _DEFAULTS = TrainConfig()
 
@@ -177,7 +178,7 @@ def _add_options(func):
 )
 @click.option(
     "--recipe",
-    type=click.Choice(["burda-vae", "burda-iwae", "vamp", "iaf", "hvae"]),
+    type=click.Choice(list(RECIPES)),
     default=None,
     help="A named published setting (kvae.recipes) as the base config; options given here "
     "override it (--epochs N runs a shortened schedule).",
