@@ -7,7 +7,8 @@ learning-rate schedule squeezed into --epochs), then estimate test log p(x) with
 importance-weighted bound at K = --k samples on the first --test-examples statically
 binarised test images. Prints one JSON line per run, then a markdown table: mean NLL over
 seeds, the spread (standard deviation over seeds), the mean standard error of each run's
-estimate over test images, and wall time.
+estimate over test images, and wall time (``--table-from FILE`` prints the table of runs
+saved with ``--out FILE``).
 
     python scripts/families_table.py                          # the README's budget: 20
                                                               # epochs at batch 100, K = 5000
@@ -109,7 +110,16 @@ def main(argv=None):
     parser.add_argument("--test-examples", type=int, default=500)
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--out", default=None, help="Write the JSON lines here too.")
+    parser.add_argument(
+        "--table-from",
+        default=None,
+        help="Only print the table of the JSON lines in this file (from --out of earlier runs).",
+    )
     args = parser.parse_args(argv)
+    if args.table_from:
+        with open(args.table_from) as f:
+            print(table([json.loads(line) for line in f if line.strip()]))
+        return 0
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for seed in [int(s) for s in args.seeds.split(",")]:

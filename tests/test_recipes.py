@@ -62,3 +62,27 @@ def test_recipe_trains_from_the_cli_with_overrides(tmp_path):
     assert config["lr_schedule"] == "burda" and config["decoder_kwargs"]["activation"] == "tanh"
     result = CliRunner().invoke(main, [*args[:3], "--config", "x.yaml"], prog_name="kvae")
     assert result.exit_code != 0 and "--recipe without --config" in result.output
+
+
+def test_families_table_summarises_runs_per_recipe(tmp_path, capsys):
+    """scripts/families_table.py --table-from: mean and spread (sample sd) over seeds per
+    recipe, in the published order, from saved JSON lines (no training)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "families_table.py"
+    spec = importlib.util.spec_from_file_location("families_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = [
+        {"recipe": "iaf", "nll": 99.0, "nll_stderr": 1.0, "total_seconds": 60.0},
+        {"recipe": "burda-vae", "nll": 100.0, "nll_stderr": 1.2, "total_seconds": 120.0},
+        {"recipe": "burda-vae", "nll": 102.0, "nll_stderr": 1.4, "total_seconds": 180.0},
+    ]
+    saved = tmp_path / "runs.jsonl"
+    saved.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert module.main(["--table-from", str(saved)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[2].startswith("| burda-vae | 101.00 | 1.41 | 1.30 | 2 | 2.5 min |")
+    assert lines[3].startswith("| iaf | 99.00 | nan | 1.00 | 1 | 1.0 min |")
+    assert len(lines) == 4
