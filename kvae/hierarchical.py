@@ -44,6 +44,17 @@ def _sizes(name, z1_dim, z2_dim, latent_dim):
     return z1_dim, z2_dim
 
 
+def _layers(name, z1_dim, z2_dim, latent_dim, hidden):
+    """The checked (z1_dim, z2_dim, hidden) of a hierarchical posterior or prior."""
+    if z1_dim is None or z2_dim is None:
+        raise ConfigError(
+            "Expected z1_dim and z2_dim (the two layers' sizes, adding up to latent_dim) "
+            f"for {name}='hierarchical'. Received: z1_dim={z1_dim}, z2_dim={z2_dim}."
+        )
+    z1_dim, z2_dim = _sizes(name, z1_dim, z2_dim, latent_dim)
+    return z1_dim, z2_dim, tuple(positive_int("hidden", h) for h in hidden)
+
+
 def _mlp(hidden, out, name, dtype):
     layers = [keras.layers.Dense(h, activation="tanh", dtype=dtype) for h in hidden]
     return keras.Sequential([*layers, keras.layers.Dense(out, dtype=dtype)], name=name)
@@ -113,13 +124,9 @@ class HierarchicalPosterior(PosteriorHead):
     """
 
     def __init__(self, latent_dim, z1_dim=None, z2_dim=None, hidden=(100, 100), **kwargs):
-        if z1_dim is None or z2_dim is None:
-            raise ConfigError(
-                "Expected z1_dim and z2_dim (the two layers' sizes, adding up to latent_dim) "
-                f"for posterior='hierarchical'. Received: z1_dim={z1_dim}, z2_dim={z2_dim}."
-            )
-        self.z1_dim, self.z2_dim = _sizes("posterior", z1_dim, z2_dim, latent_dim)
-        self.hidden = tuple(positive_int("hidden", h) for h in hidden)
+        self.z1_dim, self.z2_dim, self.hidden = _layers(
+            "posterior", z1_dim, z2_dim, latent_dim, hidden
+        )
         super().__init__(latent_dim, **kwargs)
         self.inner = _mlp(self.hidden, 2 * self.z2_dim, "q_z2_given_z1", self.dtype_policy)
 
@@ -159,13 +166,9 @@ class HierarchicalPrior(Prior):
 
     def __init__(self, latent_dim, z1_dim=None, z2_dim=None, hidden=(100, 100), **kwargs):
         super().__init__(latent_dim, **kwargs)
-        if z1_dim is None or z2_dim is None:
-            raise ConfigError(
-                "Expected z1_dim and z2_dim (the two layers' sizes, adding up to latent_dim) "
-                f"for prior='hierarchical'. Received: z1_dim={z1_dim}, z2_dim={z2_dim}."
-            )
-        self.z1_dim, self.z2_dim = _sizes("prior", z1_dim, z2_dim, self.latent_dim)
-        self.hidden = tuple(positive_int("hidden", h) for h in hidden)
+        self.z1_dim, self.z2_dim, self.hidden = _layers(
+            "prior", z1_dim, z2_dim, self.latent_dim, hidden
+        )
         self.inner = _mlp(self.hidden, 2 * self.z1_dim, "p_z1_given_z2", self.dtype_policy)
         self.inner.build((None, self.z2_dim))
 
