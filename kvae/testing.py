@@ -138,6 +138,51 @@ def _vae_round_trip(what, data, **vae_kwargs):
     return model
 
 
+def _check_network(
+    slot, component, data_shape, kwargs, data, inputs, partner, partners, **vae_kwargs
+):
+    """The checks every network passes: it builds a Keras layer from ``data_shape`` and
+    ``kwargs``, keeps the batch axis of ``inputs(data)``, gives finite outputs, has weights,
+    round-trips its config, and trains and saves inside a VAE with each of ``partners`` (the
+    components of slot ``partner`` it claims to work with)."""
+    name, factory = _factory(f"{slot}s", component)
+    what = f"{slot} {name!r}"
+    kwargs = dict(kwargs or {})
+    data = _given_data(what, data, data_shape, 16)
+    layer = factory(data_shape=tuple(data_shape), **kwargs)
+    if not isinstance(layer, keras.layers.Layer):
+        _fail(what, f"must build a keras.layers.Layer, built {type(layer).__name__}")
+    x = inputs(data)
+    out = layer(x)
+    if out.shape[0] != len(x):
+        _fail(
+            what,
+            f"output batch axis must equal the input's ({len(x)}); got shape {tuple(out.shape)}",
+        )
+    _finite(what, out, "output")
+    if not layer.trainable_weights:
+        _fail(what, "has no trainable weights")
+    _config_round_trip(what, layer, lambda lyr: lyr(x))
+    for choice in partners:
+        setting = {**vae_kwargs, partner: choice}
+        examples = (
+            data[:16] if data is not None else sample_data(data_shape, setting["likelihood"], n=16)
+        )
+        _vae_round_trip(
+            f"{what} with {partner} {choice!r}",
+            examples,
+            # A registered name is rebuilt from its kwargs; anything else is used as built.
+            **(
+                {slot: component, f"{slot}_kwargs": kwargs}
+                if isinstance(component, str)
+                else {slot: layer}
+            ),
+            data_shape=tuple(data_shape),
+            **setting,
+        )
+    return layer
+
+
 def check_encoder(
     encoder,
     data_shape=(28, 28, 1),
@@ -154,38 +199,19 @@ def check_encoder(
     likelihoods that score other data (tokens, say); ``likelihood_kwargs`` go to the
     likelihood of the VAE the encoder is trained in.
     """
-    name, factory = _factory("encoders", encoder)
-    what = f"encoder {name!r}"
-    kwargs = dict(kwargs or {})
-    data = _given_data(what, data, data_shape, 16)
-    layer = factory(data_shape=tuple(data_shape), **kwargs)
-    if not isinstance(layer, keras.layers.Layer):
-        _fail(what, f"must build a keras.layers.Layer, built {type(layer).__name__}")
-    x = data[:4] if data is not None else sample_data(data_shape, likelihood, n=4)
-    out = layer(x)
-    if out.shape[0] != 4:
-        _fail(
-            what,
-            f"output batch axis must equal the input's (4); got shape {tuple(out.shape)}",
-        )
-    _finite(what, out, "output")
-    if not layer.trainable_weights:
-        _fail(what, "has no trainable weights")
-    _config_round_trip(what, layer, lambda lyr: lyr(x))
-    for posterior in posteriors:
-        spec = encoder if isinstance(encoder, str) else layer
-        _vae_round_trip(
-            f"{what} with posterior {posterior!r}",
-            data[:16] if data is not None else sample_data(data_shape, likelihood, n=16),
-            encoder=spec,
-            encoder_kwargs=kwargs if isinstance(encoder, str) else None,
-            posterior=posterior,
-            likelihood=likelihood,
-            likelihood_kwargs=likelihood_kwargs,
-            data_shape=tuple(data_shape),
-            latent_dim=3,
-        )
-    return layer
+    return _check_network(
+        "encoder",
+        encoder,
+        data_shape,
+        kwargs,
+        data,
+        lambda data: data[:4] if data is not None else sample_data(data_shape, likelihood, n=4),
+        "posterior",
+        posteriors,
+        likelihood=likelihood,
+        likelihood_kwargs=likelihood_kwargs,
+        latent_dim=3,
+    )
 
 
 def check_decoder(
@@ -203,35 +229,19 @@ def check_decoder(
     ``data`` (at least 16 examples) and ``likelihood_kwargs`` are used with every likelihood
     in ``likelihoods``; for likelihoods that need different ones, call once per likelihood.
     """
-    name, factory = _factory("decoders", decoder)
-    what = f"decoder {name!r}"
-    kwargs = dict(kwargs or {})
-    data = _given_data(what, data, data_shape, 16)
-    layer = factory(data_shape=tuple(data_shape), **kwargs)
-    if not isinstance(layer, keras.layers.Layer):
-        _fail(what, f"must build a keras.layers.Layer, built {type(layer).__name__}")
     z = np.random.default_rng(0).standard_normal((4, latent_dim)).astype("float32")
-    out = layer(z)
-    if out.shape[0] != 4:
-        _fail(
-            what,
-            f"output batch axis must equal the input's (4); got shape {tuple(out.shape)}",
-        )
-    _finite(what, out, "output")
-    _config_round_trip(what, layer, lambda lyr: lyr(z))
-    for likelihood in likelihoods:
-        spec = decoder if isinstance(decoder, str) else layer
-        _vae_round_trip(
-            f"{what} with likelihood {likelihood!r}",
-            data[:16] if data is not None else sample_data(data_shape, likelihood, n=16),
-            decoder=spec,
-            decoder_kwargs=kwargs if isinstance(decoder, str) else None,
-            likelihood=likelihood,
-            likelihood_kwargs=likelihood_kwargs,
-            data_shape=tuple(data_shape),
-            latent_dim=latent_dim,
-        )
-    return layer
+    return _check_network(
+        "decoder",
+        decoder,
+        data_shape,
+        kwargs,
+        data,
+        lambda data: z,
+        "likelihood",
+        likelihoods,
+        likelihood_kwargs=likelihood_kwargs,
+        latent_dim=latent_dim,
+    )
 
 
 def check_posterior(posterior, latent_dim=3, *, kwargs=None, feature_dim=16):

@@ -82,6 +82,21 @@ def test_check_reports_a_broken_component():
     with pytest.raises(AssertionError, match="no trainable weights"):
         testing.check_encoder(NoWeights, data_shape=(4, 4, 1))
 
+    class PoolsTheBatch(keras.layers.Layer):
+        """A decoder that sums over the batch: one output row for any number of codes."""
+
+        def __init__(self, data_shape, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(16)
+
+        def call(self, z):
+            return keras.ops.sum(self.dense(z), axis=0, keepdims=True)
+
+    with pytest.raises(AssertionError, match=r"decoder 'PoolsTheBatch': output batch axis"):
+        testing.check_decoder(PoolsTheBatch, data_shape=(4, 4, 1))
+    with pytest.raises(AssertionError, match=r"decoder 'NoWeights': has no trainable weights"):
+        testing.check_decoder(NoWeights, data_shape=(4, 4, 1))
+
 
 def test_check_likelihood_catches_an_unnormalised_head_and_a_wrong_log_prob():
     """The value checks can fail: a Bernoulli whose log-probabilities are all 0.05 nats too
