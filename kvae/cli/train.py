@@ -93,6 +93,13 @@ _OPTIONS = [
     ),
     (("--optimizer",), "optimizer", click.Choice(OPTIMIZERS), "Optimizer."),
     (
+        ("--lr-schedule",),
+        "lr_schedule",
+        click.Choice(["none", "burda"]),
+        "Learning-rate schedule: burda = Burda et al. 2016's stages (3^i epochs at "
+        "1e-3 * 10^(-i/7)), cut after --epochs.",
+    ),
+    (
         ("--clip-norm",),
         "clip_norm",
         click.FloatRange(min=0, min_open=True),
@@ -184,14 +191,6 @@ def _add_options(func):
     "override it (--epochs N runs a shortened schedule).",
 )
 @_add_options
-@click.option(
-    "--lr-schedule",
-    "lr_schedule",
-    type=click.Choice(["none", "burda"]),
-    default=None,
-    help="Learning-rate schedule: burda = Burda et al. 2016's stages (3^i epochs at "
-    "1e-3 * 10^(-i/7)), cut after --epochs.  [default: none]",
-)
 @click.option(
     "--jit",
     "jit",
