@@ -18,7 +18,7 @@ saved with ``--out FILE``).
         --k 50 --seeds 0                                      # a smoke run (~minutes)
 
 Published NLL (nats, ~3,000 epochs): Burda et al. 2016 Table 1: VAE 86.76, IWAE k=5 85.54;
-Tomczak and Welling 2018: VampPrior 1-layer ~85.6 (their Table 2; check before quoting);
+Tomczak and Welling 2018: VampPrior 1-layer ~85.6 (approximate: their table was not reachable from here);
 Kingma et al. 2016 report IAF on a convolutional ResNet model, not this network.
 """
 
@@ -33,7 +33,7 @@ import time
 PUBLISHED = {
     "burda-vae": "86.76 (Burda et al. 2016, 3,280 epochs)",
     "burda-iwae": "85.54 (Burda et al. 2016, k=5, 3,280 epochs)",
-    "vamp": "~85.6 (Tomczak and Welling 2018, check their table)",
+    "vamp": "~85.6 (Tomczak and Welling 2018, approximate, unchecked)",
     "iaf": "n/a for this network (Kingma et al. 2016 used a ResNet VAE)",
     "hvae": "85.33 (Burda et al. 2016, 2-layer VAE, 3,280 epochs)",
 }
