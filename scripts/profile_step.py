@@ -4,6 +4,7 @@ by op type: the arithmetic (convolutions, matmuls and their gradients) against t
 
     python scripts/profile_step.py --model conv              # kvae's default (auto) setting
     python scripts/profile_step.py --model conv --jit on --logdir /tmp/prof   # keep the trace
+    python scripts/profile_step.py --model burda --batch-size 20   # Burda et al.'s MLP
 
 The trace (an XSpace under --logdir) opens in TensorBoard's profile plugin; this script
 reads it with TensorFlow's own converter (tool "framework_op_stats"), so nothing else is
@@ -43,7 +44,7 @@ ARITHMETIC = (
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["mlp", "conv"], default="conv")
+    p.add_argument("--model", choices=["mlp", "conv", "burda"], default="conv")
     p.add_argument("--jit", choices=["on", "off", "auto"], default="auto")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=64, help="steps profiled")
@@ -58,11 +59,12 @@ def main():
 
     (x, _), _ = kvae.datasets.load("mnist")
     x = np.asarray(x[: args.batch_size * args.steps], np.float32)
-    kw = (
-        dict(encoder="conv", decoder="conv")
-        if args.model == "conv"
-        else dict(encoder_kwargs={"hidden": [512]}, decoder_kwargs={"hidden": [512]})
-    )
+    burda = {"hidden": [200, 200], "activation": "tanh"}
+    kw = {
+        "conv": dict(encoder="conv", decoder="conv"),
+        "mlp": dict(encoder_kwargs={"hidden": [512]}, decoder_kwargs={"hidden": [512]}),
+        "burda": dict(encoder_kwargs=burda, decoder_kwargs=burda, latent_dim=50),
+    }[args.model]
     model = kvae.VAE(data_shape=(28, 28, 1), **kw)
     model.compile(jit_compile={"on": True, "off": False, "auto": "auto"}[args.jit])
     model.fit(x, epochs=1, batch_size=args.batch_size, verbose=0)  # compile, warm up
