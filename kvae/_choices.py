@@ -12,7 +12,8 @@ BINARIZE = (None, "static", "dynamic")
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 ON_NAN = ("stop", "skip")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-JIT = (True, False, "auto")
+# Estimators of log p(x) (kvae.evaluation; "auto" picks the best that applies).
+LOGLIK_METHODS = ("iwae", "exact", "quadrature", "ais")
 PRECISIONS = ("float32", "bf16")
 
 # Training steps that one compiled call runs by default. At the Keras-example size

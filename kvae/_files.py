@@ -87,11 +87,6 @@ def _umask():
     return mask
 
 
-def write_bytes(path, data):
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-
-
 def write_text(path, text):
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)

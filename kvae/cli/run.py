@@ -7,6 +7,7 @@ import os
 
 import click
 
+from kvae._choices import LOGLIK_METHODS
 from kvae._files import check_writable
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -65,7 +66,7 @@ def _done(path, size=None):
 
 
 # ----- evaluate -----------------------------------------------------------------------------
-_METHODS = ["iwae", "exact", "quadrature", "ais", "auto"]
+_METHODS = [*LOGLIK_METHODS, "auto"]
 
 
 @click.command(

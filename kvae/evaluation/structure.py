@@ -6,13 +6,11 @@ to with a ConfigError that names the methods that do apply.
 """
 
 import numpy as np
-import tensorflow_probability as tfp
 
+from kvae._choices import LOGLIK_METHODS
 from kvae.errors import ConfigError
 
-tfd = tfp.distributions
-
-METHODS = ("iwae", "exact", "quadrature", "ais")
+METHODS = LOGLIK_METHODS
 MAX_QUADRATURE_DIM = 3
 
 
@@ -41,10 +39,6 @@ def linear_gaussian(model):
     d_flat = int(np.prod(model.data_shape))
     sigma2 = np.broadcast_to(sigma**2, model.data_shape).reshape(d_flat).copy()
     return w, b, sigma2
-
-
-def is_gaussian_posterior(q):
-    return isinstance(q, (tfd.MultivariateNormalDiag, tfd.MultivariateNormalTriL))
 
 
 def applicable(model):
