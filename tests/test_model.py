@@ -201,6 +201,36 @@ def test_fit_moves_steps_per_execution_to_a_divisor_and_keeps_one_iterator():
     assert model.steps_per_execution == 2
 
 
+def test_fused_steps_train_as_keras_own_loop(monkeypatch):
+    """fit on arrays runs its steps per call in one XLA loop (VAE._fused_train_function). It
+    must train exactly as Keras' multi-step loop: the same batches in the same order (the
+    last one padded with weight-0 rows), one optimizer step each, the same logs. Both paths
+    run the same XLA step on the same seeds, so they agree to float32 round-off."""
+    from kvae import model as kvae_model
+
+    x = _binary(290)  # batch 30: 10 steps per epoch, the last padded; 5 steps per call
+
+    def run():
+        keras.utils.set_random_seed(0)
+        model = small_vae()
+        model.compile(steps_per_execution=5)
+        history = model.fit(x, batch_size=30, epochs=2, verbose=0).history
+        return model, history
+
+    fused, h_fused = run()
+    monkeypatch.setattr(kvae_model, "_fusable", lambda *args: False)
+    plain, h_plain = run()
+    assert fused._train_function_fused == 5 and plain._train_function_fused is None
+    # A loop that ran too few or too many steps, or one step per call, moves this count.
+    assert int(fused.optimizer.iterations) == int(plain.optimizer.iterations) == 20
+    for key in ("loss", "reconstruction", "kl"):
+        np.testing.assert_allclose(h_fused[key], h_plain[key], rtol=1e-5, err_msg=key)
+    # Feeding one batch to every step of a call, or the batches out of order, changes the
+    # weights far beyond round-off.
+    for a, b in zip(fused.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_fit_binarize_feeds_bernoulli_draws():
     """With an encoder and a decoder that both ignore their input, a Gaussian likelihood's
     loss is c + sum over pixels of f(pixel), f quadratic. Grey pixels of 0.5 score f(0.5);
