@@ -39,27 +39,45 @@ PUBLISHED = {
 }
 
 
-def run_one(name, seed, args, workdir):
-    import numpy as np
-
+def recipe_config(name, *, epochs, seed, train_examples, test_examples, batch_size=None, **set_):
+    """The TrainConfig of recipe ``name`` for a measurement run: shortened to ``epochs``, no
+    end-of-training estimate, images or projector (the caller measures), and ``set_``'s keys
+    on top (dict values merge into the recipe's dicts)."""
     from kvae import recipes
     from kvae.config import TrainConfig
-    from kvae.train import load_test_data, train
 
     keys = recipes.recipe(name)
     keys.update(
-        epochs=args.epochs,
+        epochs=epochs,
         seed=seed,
-        max_train_examples=args.train_examples,
-        max_test_examples=args.test_examples,
+        max_train_examples=train_examples,
+        max_test_examples=test_examples,
         eval_num_samples=0,
         validation="none",
         image_every=0,
         projector=False,
     )
-    if args.batch_size:
-        keys["batch_size"] = args.batch_size
-    config = TrainConfig.from_dict(keys)
+    if batch_size:
+        keys["batch_size"] = batch_size
+    for key, value in set_.items():
+        merge = isinstance(value, dict) and isinstance(keys.get(key), dict)
+        keys[key] = {**keys[key], **value} if merge else value
+    return TrainConfig.from_dict(keys)
+
+
+def run_one(name, seed, args, workdir):
+    import numpy as np
+
+    from kvae.train import load_test_data, train
+
+    config = recipe_config(
+        name,
+        epochs=args.epochs,
+        seed=seed,
+        train_examples=args.train_examples,
+        test_examples=args.test_examples,
+        batch_size=args.batch_size,
+    )
     start = time.perf_counter()
     result = train(config, os.path.join(workdir, f"{name}-{seed}"), verbose=0)
     train_s = time.perf_counter() - start

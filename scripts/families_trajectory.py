@@ -71,27 +71,19 @@ def main(argv=None):
 
     import keras
     import numpy as np
+    from families_table import recipe_config  # this folder is on sys.path when run
 
-    from kvae import recipes
-    from kvae.config import TrainConfig
     from kvae.train import load_test_data, train
 
-    keys = recipes.recipe(args.recipe)
-    keys.update(
+    config = recipe_config(
+        args.recipe,
         epochs=args.epochs,
         seed=args.seed,
+        train_examples=args.train_examples,
+        test_examples=args.test_examples,
         batch_size=args.batch_size,
-        max_train_examples=args.train_examples,
-        max_test_examples=args.test_examples,
-        eval_num_samples=0,
-        validation="none",
-        image_every=0,
-        projector=False,
+        **overrides,
     )
-    for key, value in overrides.items():
-        merge = isinstance(value, dict) and isinstance(keys.get(key), dict)
-        keys[key] = {**keys[key], **value} if merge else value
-    config = TrainConfig.from_dict(keys)
     x_test, _ = load_test_data(config)
     tag = args.tag or args.recipe
     start = time.perf_counter()
