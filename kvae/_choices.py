@@ -12,6 +12,7 @@ BINARIZE = (None, "static", "dynamic")
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 ON_NAN = ("stop", "skip")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+LR_SCHEDULES = (None, "burda")
 # Estimators of log p(x) (kvae.evaluation; "auto" picks the best that applies).
 LOGLIK_METHODS = ("iwae", "exact", "quadrature", "ais")
 PRECISIONS = ("float32", "bf16")

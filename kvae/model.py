@@ -328,6 +328,9 @@ class VAE(keras.Model):
             seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
         return seed
 
+    def _metric_results(self):
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
     def _update_metrics(self, terms, weights=None):
         # Per-example values, so an epoch's metric is the mean over its examples (not the
         # mean of batch means) and padded rows (weight 0) do not count.
@@ -339,7 +342,7 @@ class VAE(keras.Model):
             terms = {k: tf.where(ok, terms[k], tf.zeros_like(terms[k])) for k in names}
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name], sample_weight=weights)
-        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = self._metric_results()
         if _multi_worker(self.distribute_strategy):
             # Keras 3 reduces step outputs across workers with strategy.reduce(..., axis=0),
             # which needs rank >= 1 (tensorflow/tensorflow#72388).
@@ -573,7 +576,6 @@ class VAE(keras.Model):
             return self.train_function
         self._train_function_fused = fused
         if not fused:
-            self.train_function = None
             return super().make_train_function(force=True)
         self.train_function = self._fused_train_function(fused)
         return self.train_function
@@ -598,7 +600,7 @@ class VAE(keras.Model):
                 return (i + 1,)
 
             tf.while_loop(lambda i: i < steps, body, (tf.constant(0),))
-            return {name: tracker.result() for name, tracker in self.trackers.items()}
+            return self._metric_results()
 
         @tf.function(reduce_retracing=True)
         def function(iterator):

@@ -8,6 +8,7 @@ import click
 from kvae._choices import (
     BINARIZE,
     KL_METHODS,
+    LR_SCHEDULES,
     OBJECTIVES,
     ON_NAN,
     OPTIMIZERS,
@@ -95,7 +96,7 @@ _OPTIONS = [
     (
         ("--lr-schedule",),
         "lr_schedule",
-        click.Choice(["none", "burda"]),
+        click.Choice(["none", *LR_SCHEDULES[1:]]),
         "Learning-rate schedule: burda = Burda et al. 2016's stages (3^i epochs at "
         "1e-3 * 10^(-i/7)), cut after --epochs.",
     ),
