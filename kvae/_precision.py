@@ -5,10 +5,11 @@ bfloat16, weights stay float32, kvae's heads and the loss compute in float32). I
 ``kvae.VAE(..., dtype="mixed_bfloat16")`` (or Keras' global policy set before building
 it); a saved model keeps its policy.
 
-When bf16 pays (``scripts/compare_precision.py``; figures in the README): on CPUs with AMX /
-AVX512_BF16, TensorFlow's oneDNN convolutions run in bfloat16, so the conv path (no XLA)
-gained (1.17x, loaded machine); the 784-512-2 MLP got slower (0.78x, XLA; with XLA off it was
-slower too, in a shorter check; the cause was not profiled). Test nats stayed within the seed spread on
+When bf16 pays (``scripts/compare_precision.py``, ``scripts/gemm_rates.py``; figures in the
+README): on CPUs with AMX / AVX512_BF16, TensorFlow's oneDNN convolutions run in bfloat16, so
+the conv path (no XLA) gained (1.23x, quiet machine). The 784-512-2 MLP did not (0.93x with
+XLA, 1.00x without): XLA on CPU computes bfloat16 products at its float32 rate, and without
+XLA the step's other ops cost more than AMX saves. Test nats stayed within the seed spread on
 both. Not a default.
 """
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """float32 against bfloat16 (Keras' mixed_bfloat16) for kvae's training step, in one process:
-both models are compiled first, then timed in many short alternating bursts, and the
-fastest burst of each is reported. The minimum over many bursts is what the machine can do
-when the process gets the cores, so it survives other work on the machine better than the
-mean of a few epochs (it does not replace a quiet-machine benchmark).
+one model per setting (precision x compile mode), all compiled first, then trained in
+alternating rounds of two epochs; each setting's fastest epoch is reported. Alternating in
+one process lets the settings share whatever else the machine is doing; the fastest epoch
+is what the machine does when the process gets the cores (not a replacement for a quiet
+run of scripts/benchmark.py).
 
-    python scripts/compare_precision.py --model conv --bursts 15
+    python scripts/compare_precision.py --model conv
+    python scripts/compare_precision.py --model mlp --jit on,off
 """
 
 import argparse
@@ -14,44 +16,62 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+JIT = {"on": True, "off": False, "auto": "auto"}
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["mlp", "conv"], default="conv")
-    p.add_argument("--jit", choices=["on", "off", "auto"], default="auto")
-    p.add_argument("--steps", type=int, default=25, help="steps per burst")
-    p.add_argument("--bursts", type=int, default=15)
+    p.add_argument("--jit", default="auto", help="compile modes, comma-separated: on,off,auto")
+    p.add_argument("--examples", type=int, default=6400, help="training images per epoch")
+    p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
+    modes = args.jit.split(",")
+    if not set(modes) <= set(JIT):
+        p.error(f"--jit takes a comma-separated list of on, off, auto; got {args.jit!r}")
     import keras
     import numpy as np
 
     import kvae
 
     (x, _), _ = kvae.datasets.load("mnist")
-    x = np.asarray(x[: 128 * args.steps], np.float32)
+    x = np.asarray(x[: args.examples], np.float32)
     kw = (
         dict(encoder="conv", decoder="conv")
         if args.model == "conv"
         else dict(encoder_kwargs={"hidden": [512]}, decoder_kwargs={"hidden": [512]})
     )
-    jit = {"on": True, "off": False, "auto": "auto"}[args.jit]
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.start)
+
     models = {}
     for dtype in ("float32", "mixed_bfloat16"):
-        keras.utils.set_random_seed(0)
-        model = kvae.VAE(data_shape=(28, 28, 1), dtype=dtype, **kw)
-        model.compile(jit_compile=jit, steps_per_execution=args.steps)
-        model.fit(x, epochs=1, batch_size=128, verbose=0)  # compile
-        models[dtype] = model
-    best = {k: float("inf") for k in models}
-    for _ in range(args.bursts):
-        for dtype, model in models.items():
-            t = time.perf_counter()
-            model.fit(x, epochs=1, batch_size=128, verbose=0)
-            best[dtype] = min(best[dtype], time.perf_counter() - t)
-    jit_used = models["float32"].compile_choice.jit
-    for dtype, t in best.items():
-        print(f"{args.model} XLA={jit_used} {dtype:15s} best burst {len(x) / t:9.0f} samples/s")
-    print(f"bf16 / float32: {best['float32'] / best['mixed_bfloat16']:.2f}")
+        for mode in modes:
+            keras.utils.set_random_seed(0)
+            model = kvae.VAE(data_shape=(28, 28, 1), dtype=dtype, **kw)
+            model.compile(jit_compile=JIT[mode])
+            model.fit(x[:2560], epochs=1, batch_size=128, verbose=0)  # compile
+            models[dtype, mode] = model
+    best = dict.fromkeys(models, 0.0)
+    for _ in range(args.rounds):
+        for key, model in models.items():
+            timer = EpochTimes()
+            timer.times = []
+            model.fit(x, epochs=2, batch_size=128, verbose=0, callbacks=[timer])
+            best[key] = max(best[key], len(x) / min(timer.times))
+    for (dtype, mode), rate in best.items():
+        jit = models[dtype, mode].compile_choice.jit
+        print(
+            f"{args.model} jit={mode} (XLA={jit}) {dtype:15s} fastest epoch {rate:9,.0f} samples/s"
+        )
+    for mode in modes:
+        ratio = best["mixed_bfloat16", mode] / best["float32", mode]
+        print(f"bf16 / float32, jit={mode}: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def main():
     p.add_argument("--model", choices=["mlp", "conv", "burda"], default="conv")
     p.add_argument("--jit", choices=["on", "off", "auto"], default="auto")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", choices=["float32", "bf16"], default="float32")
     p.add_argument("--steps", type=int, default=64, help="steps profiled")
     p.add_argument("--logdir", default=None, help="keep the trace here")
     p.add_argument("--top", type=int, default=15)
@@ -65,7 +66,8 @@ def main():
         "mlp": dict(encoder_kwargs={"hidden": [512]}, decoder_kwargs={"hidden": [512]}),
         "burda": dict(encoder_kwargs=burda, decoder_kwargs=burda, latent_dim=50),
     }[args.model]
-    model = kvae.VAE(data_shape=(28, 28, 1), **kw)
+    dtype = {"float32": "float32", "bf16": "mixed_bfloat16"}[args.precision]
+    model = kvae.VAE(data_shape=(28, 28, 1), dtype=dtype, **kw)
     model.compile(jit_compile={"on": True, "off": False, "auto": "auto"}[args.jit])
     model.fit(x, epochs=1, batch_size=args.batch_size, verbose=0)  # compile, warm up
     logdir = args.logdir or tempfile.mkdtemp(prefix="kvae-profile-")
@@ -86,7 +88,9 @@ def main():
     idle = by_type.pop("IDLE", 0.0)  # threads waiting: not the step's work
     total = sum(by_type.values()) or 1.0
     arith = sum(t for k, t in by_type.items() if k in ARITHMETIC)
-    print(f"{args.model}, jit={model.compile_choice.jit} ({model.compile_choice.reason})")
+    print(
+        f"{args.model} {args.precision}, jit={model.compile_choice.jit} ({model.compile_choice.reason})"
+    )
     print(
         f"op self time (all threads, idle excluded): {total / 1e3:.1f} ms over "
         f"{args.steps} steps; idle {idle / 1e3:.1f} ms"
