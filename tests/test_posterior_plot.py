@@ -62,3 +62,27 @@ def test_posterior_slice_above_two_dimensions(tmp_path):
     assert np.all(np.abs(axes[np.arange(2), 0, sd.argmax(axis=1)]) > 0.99)
     size = plots.posterior(model, x, tmp_path / "s.png", n=2, optimise=False)
     assert size[0] > 0
+
+
+def test_a_flow_posterior_is_drawn_as_contours_with_a_legend(tmp_path):
+    """q without a covariance (IAF) is drawn as density contours; the legend still names q
+    and q* (an unlabelled contour used to leave matplotlib warning, at every TensorBoard
+    epoch, that the legend had nothing to show)."""
+    import warnings
+
+    from kvae.evaluation.posterior_figure import draw_posterior
+
+    model = kvae.VAE(
+        data_shape=(5,),
+        latent_dim=2,
+        likelihood="gaussian",
+        posterior="iaf",
+        posterior_kwargs={"num_steps": 1, "hidden_units": [4]},
+        seed=0,
+    )
+    x = _data()[:1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fig = draw_posterior(model, x, None, optimise=True, grid=21)
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["q(z|x)", "q*(z|x)"]
