@@ -8,7 +8,8 @@ Shapes (``--model``):
            example and the TFP-layers VAE (each with and without XLA), and the hand-written
            minimal step (the floor).
     conv   the keras.io conv VAE (Conv2D 32/64 stride 2, Dense 16, latent 2), batch 128.
-           Peer: the keras.io conv example with and without XLA.
+           Peer: the keras.io conv example with and without XLA; also kvae with bf16
+           (kvae_bf16, opt-in: oneDNN runs bfloat16 convolutions on AMX).
     burda  Burda et al.'s 784-200-200-50 tanh MLP VAE at batch 20 and 100. Peer: the
            hand-written minimal step with and without XLA (the floor).
 
@@ -57,6 +58,7 @@ SETTINGS = {
     ],
     "conv": [
         ("kvae", 128, CONV, None, []),
+        ("kvae_bf16", 128, CONV, None, ["--precision", "bf16"]),  # opt-in: AMX convolutions
         ("keras3_conv_jit", 128, None, "keras3_conv_example.py", ["--jit", "true"]),
         ("keras3_conv_nojit", 128, None, "keras3_conv_example.py", ["--jit", "false"]),
     ],
@@ -251,14 +253,16 @@ def main():
         p.error("--epochs must be >= 2 (samples/s is measured over epochs 2..N)")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     settings = SETTINGS[args.model]
+    # kvae at its defaults always runs; peers and kvae variants (kvae_bf16) are --peers.
+    always = [s for s in settings if s[2] is not None and not s[4]]
     if args.peers == "none":
-        settings = [s for s in settings if s[2] is not None]
+        settings = always
     elif args.peers != "all":
         wanted = set(args.peers.split(","))
         unknown = wanted - {s[0] for s in settings}
         if unknown:
             p.error(f"unknown setting(s) {sorted(unknown)}; choose from {[s[0] for s in settings]}")
-        settings = [s for s in settings if s[2] is not None or s[0] in wanted]
+        settings = [s for s in settings if s in always or s[0] in wanted]
 
     common = ["--epochs", str(args.epochs), "--lr", str(args.lr)]
     for flag in ("max_train_examples", "max_test_examples"):
@@ -273,7 +277,7 @@ def main():
             if shape is not None:
                 cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--child"]
                 cmd += ["--model", args.model, "--kvae-jit", args.kvae_jit]
-                cmd += ["--precision", args.precision, *run_args]
+                cmd += ["--precision", args.precision, *run_args, *extra]
             else:
                 cmd = [sys.executable, str(PEER_DIR / script), *run_args, *extra]
             record = run(cmd, str(PEER_DIR), args.timeout)
