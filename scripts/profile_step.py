@@ -66,8 +66,9 @@ def main():
         "mlp": dict(encoder_kwargs={"hidden": [512]}, decoder_kwargs={"hidden": [512]}),
         "burda": dict(encoder_kwargs=burda, decoder_kwargs=burda, latent_dim=50),
     }[args.model]
-    dtype = {"float32": "float32", "bf16": "mixed_bfloat16"}[args.precision]
-    model = kvae.VAE(data_shape=(28, 28, 1), dtype=dtype, **kw)
+    from kvae import _precision
+
+    model = kvae.VAE(data_shape=(28, 28, 1), dtype=_precision.policy(args.precision), **kw)
     model.compile(jit_compile={"on": True, "off": False, "auto": "auto"}[args.jit])
     model.fit(x, epochs=1, batch_size=args.batch_size, verbose=0)  # compile, warm up
     logdir = args.logdir or tempfile.mkdtemp(prefix="kvae-profile-")

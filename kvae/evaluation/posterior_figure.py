@@ -80,7 +80,7 @@ def _overlay(ax, dist, origin, axes, unit, z, g, style, label, i):
     b = unit[:, i, 1].reshape(g, g)
     colour = "white" if style == "-" else "orange"
     ax.contour(a, b, np.exp(lq), levels=4, colors=colour, linestyles=style, linewidths=1.0)
-    ax.plot([], [], color=colour, linestyle=style, linewidth=1.0, label=label)  # the legend's
+    ax.plot([], [], color=colour, linestyle=style, linewidth=1.0, label=label)  # legend entry
 
 
 def _numbers(model, x, q, sliced):
