@@ -382,7 +382,7 @@ class VAE(keras.Model):
         if not self._replica_jit:
             return fn
         if name not in self._replica_fns:
-            self._replica_fns[name] = tf.function(fn, jit_compile=True, reduce_retracing=True)
+            self._replica_fns[name] = _compile_mode.function(fn, reduce_retracing=True)
         return self._replica_fns[name]
 
     def train_step(self, data):
@@ -593,7 +593,6 @@ class VAE(keras.Model):
         unchanged: one call per ``steps_per_execution`` steps, the last step's logs.
         """
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
         def run(batches):
             def body(i):
                 self.train_step(tf.nest.map_structure(lambda t: t[i], batches))
@@ -602,12 +601,13 @@ class VAE(keras.Model):
             tf.while_loop(lambda i: i < steps, body, (tf.constant(0),))
             return self._metric_results()
 
-        @tf.function(reduce_retracing=True)
+        run = _compile_mode.function(run, reduce_retracing=True)
+
         def function(iterator):
             batches = [iterator.get_next() for _ in range(steps)]
             return run(tf.nest.map_structure(lambda *t: tf.stack(t), *batches))
 
-        return function
+        return _compile_mode.function(function, jit_compile=False, reduce_retracing=True)
 
     def evaluate(
         self,

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kvae import objectives
+from kvae import _compile_mode, objectives
 from kvae._checks import positive_int
 from kvae.errors import ConfigError
 from kvae.evaluation.result import LogLikelihood
@@ -149,7 +149,7 @@ def _chain_fn(model):
         _, z, lw, _, steps, acc = tf.while_loop(lambda i, *_: i < num, body, init)
         return lw, steps.stack(), acc / tf.cast(num, tf.float32), z
 
-    fn = tf.function(run, jit_compile=True, reduce_retracing=False)
+    fn = _compile_mode.function(run)
     model._kvae_ais_fn = fn
     return fn
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kvae import objectives
+from kvae import _compile_mode, objectives
 from kvae._checks import positive_int
 from kvae.errors import ConfigError
 from kvae.evaluation.loglik import choose_method, log_likelihood
@@ -43,7 +43,7 @@ def _elbo_samples_fn(model):
                 model.likelihood_head.prepare(x), q, model.prior_distribution(), model.decode, z
             )
 
-        fn = tf.function(elbo_samples, jit_compile=True, reduce_retracing=False)
+        fn = _compile_mode.function(elbo_samples)
         model._kvae_elbo_samples_fn = fn
     return fn
 

@@ -13,7 +13,7 @@ chunks with one [2, B] summary per chunk (no [K, B] tensor is kept).
 import numpy as np
 import tensorflow as tf
 
-from kvae import objectives
+from kvae import _compile_mode, objectives
 from kvae._checks import positive_int
 from kvae._progress import Progress
 from kvae.evaluation.joint import DECODER_ROWS
@@ -52,7 +52,7 @@ def _sums_fn(model):
             acc = tf.fill([2, tf.shape(x)[0]], tf.constant(-np.inf, tf.float32))
             return tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), acc))[1]
 
-        fn = tf.function(sums, jit_compile=True, reduce_retracing=False)
+        fn = _compile_mode.function(sums)
         model._kvae_iwae_sums_fn = fn
     return fn
 

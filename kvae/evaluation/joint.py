@@ -4,7 +4,7 @@ chunks (padded, so one trace serves a whole data set)."""
 import numpy as np
 import tensorflow as tf
 
-from kvae import objectives
+from kvae import _compile_mode, objectives
 
 __all__ = ["log_joint", "log_joint_fn", "log_q"]
 
@@ -24,7 +24,7 @@ def log_joint_fn(model):
             log_px = objectives._log_prob(model.decode(z), target)
             return log_px + tf.cast(model.prior_distribution().log_prob(z), log_px.dtype)
 
-        fn = tf.function(log_joint_tf, jit_compile=True, reduce_retracing=False)
+        fn = _compile_mode.function(log_joint_tf)
         model._kvae_log_joint_fn = fn
     return fn
 
