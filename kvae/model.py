@@ -3,7 +3,6 @@ likelihood head, with a prior, trained by Keras' own ``fit`` on the negative ELB
 importance-weighted bound)."""
 
 import difflib
-import gc
 import inspect
 import math
 import warnings
@@ -557,10 +556,6 @@ class VAE(keras.Model):
             return super().fit(dataset, None, epochs=epochs, **kwargs)
         finally:
             self._fused_steps = None
-            # Keras' iterators sit in reference cycles: free this fit's copy of the data
-            # now, not whenever the collector next runs (repeated fits would pile up).
-            del dataset
-            gc.collect()
 
     def _set_steps_per_execution(self, value):
         if value != self.steps_per_execution:
