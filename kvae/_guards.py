@@ -166,7 +166,9 @@ class InterruptGuard(keras.callbacks.Callback):
     """First Ctrl-C: at the end of the current compiled call, save the backup and the
     checkpoint and raise TrainingInterrupted (a raise, so Keras neither ends the epoch as if it
     were complete nor prints it so). Pressed during validation: the epoch ends, then the same.
-    A second Ctrl-C raises ``KeyboardInterrupt`` at once. Installed only in the main thread."""
+    A second Ctrl-C raises ``KeyboardInterrupt`` at once. Installed only in the main thread,
+    and not where SIGINT is ignored (``nohup``, a shell's background job: Python itself leaves
+    such a process's SIGINT ignored). The handler found is put back when training ends."""
 
     def __init__(self, run, backup, checkpoint, stream=None):
         super().__init__()
@@ -193,14 +195,18 @@ class InterruptGuard(keras.callbacks.Callback):
 
     def _uninstall(self):
         if self._installed:
+            # None: a handler not set from Python, which cannot be put back as it was.
+            previous = signal.default_int_handler if self._previous is None else self._previous
             with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+                signal.signal(signal.SIGINT, previous)
             self._installed = False
 
     def on_train_begin(self, logs=None):
         self._requested = False
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous = signal.getsignal(signal.SIGINT)
+        if self._previous is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, self._handler)
             self._installed = True
             if self._uninstall not in self._run.on_release:

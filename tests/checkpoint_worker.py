@@ -30,6 +30,7 @@ def disk_full(run_dir, out):
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
                 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
 
+    sigint = signal.getsignal(signal.SIGINT)
     x = np.random.default_rng(0).random((256, 8, 8, 1)).astype("float32")
     model = kvae.VAE(data_shape=(8, 8, 1), latent_dim=2, seed=0)
     model.compile(steps_per_execution=1)
@@ -53,8 +54,7 @@ def disk_full(run_dir, out):
         json.dump(
             {
                 "error": error,
-                "sigint_handler_restored": signal.getsignal(signal.SIGINT)
-                is signal.default_int_handler,
+                "sigint_handler_restored": signal.getsignal(signal.SIGINT) is sigint,
                 "loaded": type(loaded).__name__,
                 "checkpoint_epoch": state["epoch"],
             },

@@ -214,6 +214,16 @@ def _model():
 X = np.random.default_rng(0).random((128, 8, 8, 1)).astype("float32")
 
 
+@pytest.fixture(autouse=True)
+def interactive_sigint():
+    """Every test here runs as a process started from a terminal: Python's own Ctrl-C handler
+    (a test run started with SIGINT ignored, as a background job, would not have it), put
+    back as it was afterwards. Subprocesses started meanwhile start with the default."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_sigint_in_process_stops_cleanly(tmp_path):
     class CtrlC(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -252,6 +262,32 @@ def test_sigint_in_process_stops_cleanly(tmp_path):
 
 
 # ----- a checkpoint write that fails ------------------------------------------------------------
+def _own_handler(signum, frame):
+    pass
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [signal.SIG_IGN, signal.SIG_DFL, _own_handler],
+    ids=["ignored", "default", "own-handler"],
+)
+def test_training_leaves_an_ignored_sigint_alone_and_gives_any_other_back(tmp_path, handler):
+    """nohup and a shell's background jobs start a process with SIGINT ignored, and Python
+    leaves it so: training must not take it over. Any other handler is replaced by kvae's
+    during training and is exactly the one found afterwards (SIG_DFL too, which is 0)."""
+    seen = []
+
+    class Look(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    signal.signal(signal.SIGINT, handler)
+    callbacks = [*training_callbacks(tmp_path), Look()]
+    _model().fit(X, epochs=1, batch_size=32, verbose=0, callbacks=callbacks)
+    assert (seen[0] is handler) == (handler is signal.SIG_IGN), seen
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
 def test_unwritable_run_directory_keeps_the_previous_checkpoint(tmp_path):
     """The backup folder turns into a regular file after the first epoch: writing into it
     fails (ENOTDIR) for root too. The error names the path; the checkpoint stays whole."""
