@@ -226,6 +226,7 @@ def test_fit_on_arrays_leaves_no_dataset_or_iterator_behind(jit):
     assert model._train_function_fused == (2 if jit else None)  # the path named in the id
     assert left == 0
 
+
 def test_fused_steps_train_as_keras_own_loop(monkeypatch):
     """fit on arrays runs its steps per call in one XLA loop (VAE._fused_train_function). It
     must train exactly as Keras' multi-step loop: the same batches in the same order (the
