@@ -16,8 +16,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-JIT = {"on": True, "off": False, "auto": "auto"}
-
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,13 +24,18 @@ def main():
     p.add_argument("--examples", type=int, default=6400, help="training images per epoch")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    modes = args.jit.split(",")
-    if not set(modes) <= set(JIT):
-        p.error(f"--jit takes a comma-separated list of on, off, auto; got {args.jit!r}")
     import keras
     import numpy as np
 
     import kvae
+    from kvae._compile_mode import parse_jit
+    from kvae.errors import ConfigError
+
+    modes = args.jit.split(",")
+    try:
+        requested = {mode: parse_jit(mode, "--jit") for mode in modes}
+    except ConfigError as err:
+        p.error(str(err))
 
     (x, _), _ = kvae.datasets.load("mnist")
     x = np.asarray(x[: args.examples], np.float32)
@@ -54,7 +57,7 @@ def main():
         for mode in modes:
             keras.utils.set_random_seed(0)
             model = kvae.VAE(data_shape=(28, 28, 1), dtype=dtype, **kw)
-            model.compile(jit_compile=JIT[mode])
+            model.compile(jit_compile=requested[mode])
             model.fit(x[:2560], epochs=1, batch_size=128, verbose=0)  # compile
             models[dtype, mode] = model
     best = dict.fromkeys(models, 0.0)

@@ -1,6 +1,7 @@
 """The VAE as a Keras user meets it: fit/evaluate/predict, encode/decode/sample, seeds,
 XLA, mixed precision, bad input."""
 
+import gc
 import math
 import re
 
@@ -206,8 +207,6 @@ def test_fit_on_arrays_leaves_no_dataset_or_iterator_behind(jit):
     """With the cycle collector off, nothing that fit made to feed its steps outlives it: no
     reference cycle holds the copy of the data they read. (fit used to call gc.collect()
     after every call for such cycles: 0.2-0.5 s per fit in a long-running process.)"""
-    import gc
-
     x = _binary(100)
     model = small_vae()
     model.compile(jit_compile=jit, steps_per_execution=2)

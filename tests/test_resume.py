@@ -103,6 +103,16 @@ def _wait_and_signal(proc, ready, sig, timeout=TIMEOUT):
     raise AssertionError(f"the training process never got ready (exit code {proc.poll()})")
 
 
+@pytest.fixture(autouse=True)
+def interactive_sigint():
+    """Every test here runs as a process started from a terminal: Python's own Ctrl-C handler
+    (a test run started with SIGINT ignored, as a background job, would not have it), put
+    back as it was afterwards. Subprocesses started meanwhile start with the default."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 # ----- SIGKILL in the middle of an epoch, then --resume ----------------------------------------
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_reaches_the_same_result(tmp_path):
@@ -214,16 +224,6 @@ def _model():
 X = np.random.default_rng(0).random((128, 8, 8, 1)).astype("float32")
 
 
-@pytest.fixture(autouse=True)
-def interactive_sigint():
-    """Every test here runs as a process started from a terminal: Python's own Ctrl-C handler
-    (a test run started with SIGINT ignored, as a background job, would not have it), put
-    back as it was afterwards. Subprocesses started meanwhile start with the default."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def test_sigint_in_process_stops_cleanly(tmp_path):
     class CtrlC(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -261,7 +261,6 @@ def test_sigint_in_process_stops_cleanly(tmp_path):
     assert int(model.optimizer.iterations.numpy()) == step + len(X) // 16
 
 
-# ----- a checkpoint write that fails ------------------------------------------------------------
 def _own_handler(signum, frame):
     pass
 
@@ -288,6 +287,7 @@ def test_training_leaves_an_ignored_sigint_alone_and_gives_any_other_back(tmp_pa
     assert signal.getsignal(signal.SIGINT) is handler
 
 
+# ----- a checkpoint write that fails ------------------------------------------------------------
 def test_unwritable_run_directory_keeps_the_previous_checkpoint(tmp_path):
     """The backup folder turns into a regular file after the first epoch: writing into it
     fails (ENOTDIR) for root too. The error names the path; the checkpoint stays whole."""
