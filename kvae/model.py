@@ -599,8 +599,20 @@ class VAE(keras.Model):
         run = _compile_mode.function(run, reduce_retracing=True)
 
         def function(iterator):
-            batches = [iterator.get_next() for _ in range(steps)]
-            return run(tf.nest.map_structure(lambda *t: tf.stack(t), *batches))
+            # One get_next op in a loop, not ``steps`` of them: traced without AutoGraph,
+            # tf.data refuses a 33rd get_next on one iterator (its guard against
+            # ``for batch in dataset`` in a tf.function), and steps per call go up to 128.
+            arrays = tf.nest.map_structure(
+                lambda s: tf.TensorArray(s.dtype, size=steps, element_shape=s.shape),
+                iterator.element_spec,
+            )
+
+            def take(i, arrays):
+                batch = iterator.get_next()
+                return i + 1, tf.nest.map_structure(lambda a, t: a.write(i, t), arrays, batch)
+
+            _, arrays = tf.while_loop(lambda i, _: i < steps, take, (tf.constant(0), arrays))
+            return run(tf.nest.map_structure(lambda a: a.stack(), arrays))
 
         return _compile_mode.function(function, jit_compile=False, reduce_retracing=True)
 

@@ -226,28 +226,39 @@ def test_fit_on_arrays_leaves_no_dataset_or_iterator_behind(jit):
     assert left == 0
 
 
-def test_fused_steps_train_as_keras_own_loop(monkeypatch):
+@pytest.mark.parametrize(
+    "n, batch_size, wanted, per_call",
+    [
+        (290, 30, 5, 5),  # 10 steps per epoch, the last padded; 5 steps per call
+        # 67 steps (the last padded): the only divisor near 32 is 67 itself, as for all of
+        # MNIST at batch 128 (469 = 7 x 67). More than 32 batches per call: tf.data refuses
+        # a 33rd get_next on one iterator in a function traced without AutoGraph.
+        (265, 4, 32, 67),
+    ],
+)
+def test_fused_steps_train_as_keras_own_loop(monkeypatch, n, batch_size, wanted, per_call):
     """fit on arrays runs its steps per call in one XLA loop (VAE._fused_train_function). It
     must train exactly as Keras' multi-step loop: the same batches in the same order (the
     last one padded with weight-0 rows), one optimizer step each, the same logs. Both paths
     run the same XLA step on the same seeds, so they agree to float32 round-off."""
     from kvae import model as kvae_model
 
-    x = _binary(290)  # batch 30: 10 steps per epoch, the last padded; 5 steps per call
+    x = _binary(n)
 
     def run():
         keras.utils.set_random_seed(0)
         model = small_vae()
-        model.compile(steps_per_execution=5)
-        history = model.fit(x, batch_size=30, epochs=2, verbose=0).history
+        model.compile(steps_per_execution=wanted)
+        history = model.fit(x, batch_size=batch_size, epochs=2, verbose=0).history
         return model, history
 
     fused, h_fused = run()
     monkeypatch.setattr(kvae_model, "_fusable", lambda *args: False)
     plain, h_plain = run()
-    assert fused._train_function_fused == 5 and plain._train_function_fused is None
+    assert fused._train_function_fused == per_call and plain._train_function_fused is None
     # A loop that ran too few or too many steps, or one step per call, moves this count.
-    assert int(fused.optimizer.iterations) == int(plain.optimizer.iterations) == 20
+    steps = -(-n // batch_size)
+    assert int(fused.optimizer.iterations) == int(plain.optimizer.iterations) == 2 * steps
     for key in ("loss", "reconstruction", "kl"):
         np.testing.assert_allclose(h_fused[key], h_plain[key], rtol=1e-5, err_msg=key)
     # Feeding one batch to every step of a call, or the batches out of order, changes the
