@@ -518,7 +518,7 @@ class VAE(keras.Model):
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, **kwargs)
 
     def _fit_arrays(self, x, batch_size, epochs, binarize, kwargs):
-        from kvae.datasets.pipeline import make_dataset
+        from kvae.datasets.pipeline import make_dataset, prefetch_for
 
         n = int(x.shape[0])
         batch_size = min(int(batch_size or 32), n)
@@ -545,6 +545,7 @@ class VAE(keras.Model):
             pad=not plain,
             repeat=per_call is not None,
             in_graph=replicated,
+            prefetch=prefetch_for(per_call or 2, batch_size, x.shape[1:]),
         )
         kwargs["shuffle"] = False  # the dataset shuffles itself
         if per_call is not None:

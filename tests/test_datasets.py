@@ -390,6 +390,24 @@ def test_make_dataset_batches_shuffle_and_cardinality():
     assert _epoch(kd.make_dataset(u8, 3)).dtype == np.float32
 
 
+def test_make_dataset_runs_without_autotuning_and_keeps_the_batches_asked_for_ready():
+    """tf.data's autotuning thread can hold up deleting an iterator for up to 60 s on a busy
+    machine (kvae.datasets.pipeline's docstring), so the pipeline turns it off; the batches
+    kept ready are sized by prefetch_for instead: one compiled call's worth, within
+    PREFETCH_BYTES, at least 2."""
+    x = np.arange(100, dtype=np.float32).reshape(100, 1)
+    for kwargs in ({}, {"pad": True, "repeat": True, "prefetch": 7}, {"in_graph": True}):
+        assert kd.make_dataset(x, 32, seed=0, **kwargs).options().autotune.enabled is False
+    with pytest.raises(ConfigError, match="prefetch"):
+        kd.make_dataset(x, 32, prefetch=0)
+    from kvae.datasets.pipeline import PREFETCH_BYTES, prefetch_for
+
+    assert prefetch_for(67, 128, (28, 28, 1)) == 67  # all of MNIST at batch 128: 0.4 MB each
+    big = 4 * 128 * 64 * 64 * 3  # 6.3 MB per batch of 64x64 colour images
+    assert prefetch_for(67, 128, (64, 64, 3)) == PREFETCH_BYTES // big == 10
+    assert prefetch_for(1, 32, (1,)) == 2
+
+
 def test_make_dataset_pad_weights_every_example_once_per_pass():
     """pad=True (VAE.fit's array path): every batch full, the padding rows are copies of
     examples with weight 0, and the weight-1 rows of a pass are each example exactly once."""
