@@ -33,9 +33,10 @@ The pipeline runs without tf.data's autotuning: two batches are made at a time a
 whose wait between rounds grows to 60 s while the iterator lives, and in TensorFlow 2.21
 deleting the iterator on a busy CPU sometimes waits out that wait: measured with 3 processes
 loading 2 cores, 3 of 8 iterators of an autotuned map-and-prefetch pipeline that had lived
-100 s took 42-60 s to delete; 0 of 8 without autotuning, and 0 of 8 of this pipeline's. Deleting one is what ends every ``fit``. With these fixed sizes
-``fit`` is as fast as with autotuning (all of MNIST at batch 128, 10 rounds alternating the
-two in one process: median ratio 1.02, range 0.95-1.30).
+100 s took 42-60 s to delete; 0 of 8 without autotuning, and 0 of 8 of this pipeline's.
+Deleting one is what ends every ``fit``. With these fixed sizes ``fit`` is as fast as with
+autotuning (all of MNIST at batch 128, 10 rounds alternating the two in one process: median
+ratio 1.02, range 0.95-1.30).
 """
 
 import os
