@@ -490,7 +490,8 @@ class VAE(keras.Model):
     def fit(self, x=None, y=None, batch_size=None, epochs=1, *, binarize=None, **kwargs):
         """``keras.Model.fit``, after checking ``x`` (shape, finite values, the likelihood's
         range) so bad data fails before any step runs. ``y`` is not needed: a VAE
-        reconstructs its input.
+        reconstructs its input. A conditional VAE takes its conditions as ``y`` (checked
+        against ``x`` first), and they travel with ``x`` through the same pipeline.
 
         For in-memory arrays kvae feeds the steps itself through
         :func:`kvae.datasets.make_dataset` (``pad=True``), which is faster than Keras' generic
@@ -508,8 +509,10 @@ class VAE(keras.Model):
         self.check_data(x)
         self._check_condition(x, y)
         _add_truthful_progbar(kwargs)
-        if _is_array(x) and _fast_path_ok(x, y, kwargs):
-            return self._fit_arrays(x, batch_size, epochs, binarize, kwargs)
+        conditional = self.condition is not None
+        if _is_array(x) and _fast_path_ok(x, y, kwargs, conditional):
+            conditions = np.asarray(y) if conditional else None
+            return self._fit_arrays(x, conditions, batch_size, epochs, binarize, kwargs)
         if binarize is not None:
             raise ConfigError(
                 "Expected `binarize` only with array data (a tf.data pipeline binarises "
@@ -517,7 +520,7 @@ class VAE(keras.Model):
             )
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, **kwargs)
 
-    def _fit_arrays(self, x, batch_size, epochs, binarize, kwargs):
+    def _fit_arrays(self, x, y, batch_size, epochs, binarize, kwargs):
         from kvae.datasets.pipeline import make_dataset, prefetch_for
 
         n = int(x.shape[0])
@@ -546,6 +549,7 @@ class VAE(keras.Model):
             repeat=per_call is not None,
             in_graph=replicated,
             prefetch=prefetch_for(per_call or 2, batch_size, x.shape[1:]),
+            y=y,
         )
         kwargs["shuffle"] = False  # the dataset shuffles itself
         if per_call is not None:
@@ -836,9 +840,10 @@ def _is_array(x):
     return isinstance(x, (np.ndarray, tf.Tensor)) and len(x.shape) >= 1
 
 
-def _fast_path_ok(x, y, kwargs):
-    """kvae feeds array data itself unless an option needs Keras' own array handling."""
-    if y is not None and y is not x:
+def _fast_path_ok(x, y, kwargs, conditional=False):
+    """kvae feeds array data itself unless an option needs Keras' own array handling (a
+    conditional VAE's ``y`` goes through kvae's pipeline with ``x``)."""
+    if y is not None and y is not x and not conditional:
         return False
     if kwargs.get("validation_split") or kwargs.get("class_weight") is not None:
         return False

@@ -224,12 +224,6 @@ def condition_of(config, arrays):
             f"Expected labels for conditional=True: the data set {config.dataset!r} has none. "
             "Use a data set with labels (mnist, digits, an .npz with y_train and y_test)."
         )
-    if config.binarize is not None or config.strategy != "default":
-        raise ConfigError(
-            "Expected binarize=None and strategy='default' with conditional=True (their input "
-            f"pipelines carry no labels yet). Received: binarize={config.binarize!r}, "
-            f"strategy={config.strategy!r}."
-        )
     y = np.asarray(arrays.y_train)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise DataError(

@@ -434,6 +434,38 @@ def test_make_dataset_pad_weights_every_example_once_per_pass():
         kd.make_dataset(x, 32, pad=True, drop_remainder=True)
 
 
+def test_make_dataset_carries_conditions_row_for_row():
+    """y= (a conditional VAE's labels or vectors) is gathered with the same rows as x: after
+    the shuffle, with padding, binarised, and gathered in the graph; labels keep their
+    integer dtype."""
+    bits = 2 ** np.arange(7)
+    x = ((np.arange(100)[:, None] & bits) > 0).astype(np.float32)  # row i: i in binary
+    labels = (np.arange(100) * 7) % 10
+    vectors = np.stack([np.arange(100), -np.arange(100)], axis=1).astype(np.float64)
+    cases = [
+        (labels, {}),
+        (labels, {"pad": True, "repeat": True}),
+        (vectors, {"in_graph": True, "sample_weight": np.ones(100)}),
+        # 0/1 pixels are their own Bernoulli draws: each row still spells its index.
+        (labels, {"binarize": "dynamic", "pad": True}),
+    ]
+    for y, kwargs in cases:
+        ds = kd.make_dataset(x, 32, seed=0, y=y, **kwargs)
+        batches = [tuple(t.numpy() for t in b) for b in ds.take(4)]
+        rows = (np.concatenate([b[0] for b in batches]) @ bits).astype(int)
+        ys = np.concatenate([b[1] for b in batches])
+        assert ys.dtype == (np.float32 if y is vectors else labels.dtype)
+        assert len(ys) == (128 if kwargs.get("pad") else 100)
+        np.testing.assert_array_equal(ys, y[rows])  # each condition beside its own row
+        assert not np.array_equal(rows, np.arange(len(rows)))  # and the rows were shuffled
+        triples = kwargs.get("pad") or "sample_weight" in kwargs
+        assert all(len(b) == (3 if triples else 2) for b in batches)
+    with pytest.raises(DataError, match=r"one condition per example \(100\)"):
+        kd.make_dataset(x, 32, y=labels[:99])
+    with pytest.raises(DataError, match="`y` of numbers"):
+        kd.make_dataset(x, 32, y=np.array(["a"] * 100))
+
+
 def test_binarize_static_is_one_seeded_draw_of_the_right_mean(digits):
     x = digits[0][0][:1000]
     a, b = kd.binarize_static(x, 7), kd.binarize_static(x, 7)

@@ -17,6 +17,11 @@ in a host variable and gathered in the graph. Measured on MNIST (60,000 x 28x28x
 weight 0 and yields Keras' ``(x, y, sample_weight)`` triples (y is x): every step then has one
 shape (one XLA compilation) and each pass still weighs every example exactly once.
 
+A conditional VAE's conditions (class labels or vectors) go through the same pipeline:
+``make_dataset(x, y=labels)`` gathers each batch's rows of ``y`` with the same indices as its
+rows of ``x``, and yields ``(x, y)`` pairs, or ``(x, y, sample_weight)`` triples with ``pad``
+or ``sample_weight``. Binarisation touches ``x`` only.
+
 Binarisation turns grey levels p into Bernoulli(p) draws (0/1), the usual treatment of MNIST
 for a Bernoulli likelihood:
 
@@ -81,6 +86,7 @@ def make_dataset(
     sample_weight=None,
     in_graph=False,
     prefetch=2,
+    y=None,
 ):
     """A ``tf.data.Dataset`` of float32 batches of ``x``, prefetched.
 
@@ -103,10 +109,14 @@ def make_dataset(
             numpy array (see the module docstring).
         prefetch: batches kept ready ahead of the consumer, >= 1 (:func:`prefetch_for`
             sizes it for a consumer that takes many batches at once).
+        y: optional conditions of the examples (a conditional VAE's class labels or
+            vectors), shape (n, ...): each batch carries the rows of ``y`` that match its
+            rows of ``x``. Integer labels keep their dtype, other numbers become float32.
 
     Returns:
         A ``tf.data.Dataset`` yielding float32 tensors of shape (batch, ...), or
-        ``(x, x, weight)`` triples with ``pad`` or ``sample_weight``.
+        ``(x, x, weight)`` triples with ``pad`` or ``sample_weight``. With ``y``: ``(x, y)``
+        pairs, or ``(x, y, weight)`` triples with ``pad`` or ``sample_weight``.
     """
     batch_size = _check_int("batch_size", batch_size, minimum=1)
     prefetch = _check_int("prefetch", prefetch, minimum=1)
@@ -128,6 +138,7 @@ def make_dataset(
             f"Expected `batch_size` <= the number of examples ({n}) with drop_remainder=True "
             f"(otherwise no batch is produced). Received: batch_size={batch_size}"
         )
+    y = None if y is None else _conditions(y, n)
     weights = None
     if sample_weight is not None:
         weights = np.asarray(sample_weight, np.float32)
@@ -158,7 +169,23 @@ def make_dataset(
         weights=weights,
         in_graph=in_graph,
         prefetch=prefetch,
+        y=y,
     )
+
+
+def _conditions(y, n):
+    """``y`` as an array of ``n`` rows: integer (or boolean) labels as they are, any other
+    numbers as float32."""
+    y = np.asarray(y)
+    if y.ndim == 0 or len(y) != n:
+        raise DataError(
+            f"Expected `y` to hold one condition per example ({n}). Received: y of shape {y.shape}."
+        )
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        return y
+    if not np.issubdtype(y.dtype, np.number):
+        raise DataError(f"Expected `y` of numbers. Received: y of dtype {y.dtype}.")
+    return y.astype(np.float32, copy=False)
 
 
 def prefetch_for(batches, batch_size, example_shape):
@@ -179,21 +206,22 @@ def check_unit_interval(x, name):
         )
 
 
-def _row_gatherer(x, in_graph):
-    """rows -> x[rows] as a float32 tensor (see the module docstring)."""
+def _row_gatherer(values, in_graph, name="kvae_input_data"):
+    """rows -> values[rows] as a tensor of values' dtype (see the module docstring)."""
     import tensorflow as tf
 
+    values = np.ascontiguousarray(values)
     if not in_graph:
-        values = np.ascontiguousarray(x, dtype=np.float32)
 
         def take(rows):
             return values[rows]
 
-        return lambda rows: tf.numpy_function(take, [rows], tf.float32, stateful=False)
+        dtype = tf.as_dtype(values.dtype)
+        return lambda rows: tf.numpy_function(take, [rows], dtype, stateful=False)
     # A variable, not a tensor: a tensor captured by a tf.data function is copied again into
     # each iterator.
     with tf.init_scope(), tf.device("/CPU:0"):
-        data = tf.Variable(x, trainable=False, name="kvae_input_data")
+        data = tf.Variable(values, trainable=False, name=name)
     return lambda rows: tf.gather(data, rows)
 
 
@@ -211,6 +239,7 @@ def _pipeline(
     weights,
     in_graph,
     prefetch,
+    y,
 ):
     import tensorflow as tf
 
@@ -220,7 +249,8 @@ def _pipeline(
     n_batches = n // batch_size if drop_remainder else -(-n // batch_size)
     padding = n_batches * batch_size - n if pad else 0
     full = drop_remainder or pad  # every batch has batch_size rows: say so, for XLA
-    gather = _row_gatherer(x, in_graph)
+    gather = _row_gatherer(np.asarray(x, np.float32), in_graph)
+    gather_y = None if y is None else _row_gatherer(y, in_graph, "kvae_input_conditions")
     triples = pad or weights is not None
     weight = tf.constant(np.ones(n, np.float32) if weights is None else weights)
     key = tf.constant(key, tf.int64)
@@ -245,9 +275,12 @@ def _pipeline(
                 seed = tf.random.experimental.stateless_fold_in(draw_seed, b)
                 u = tf.random.stateless_uniform(tf.shape(xb), seed=seed, dtype=xb.dtype)
                 xb = tf.cast(u < xb, xb.dtype)
+            yb = xb
+            if gather_y is not None:
+                yb = tf.ensure_shape(gather_y(order[rows]), (xb.shape[0], *y.shape[1:]))
             if not triples:
-                return xb
-            return xb, xb, tf.ensure_shape(pass_weights[rows], xb.shape[:1])
+                return xb if gather_y is None else (xb, yb)
+            return xb, yb, tf.ensure_shape(pass_weights[rows], xb.shape[:1])
 
         parallel = min(_PARALLEL_BATCHES, os.cpu_count() or 1)
         return tf.data.Dataset.range(n_batches).map(batch, num_parallel_calls=parallel)
