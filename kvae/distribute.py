@@ -67,6 +67,10 @@ def get_strategy(name="default", *, devices=None, tpu=None):
         tpu: for ``"tpu"`` only: the TPU's name or ``grpc://`` address; default
             ``$TPU_NAME``, else the TPU this machine is attached to.
 
+    Returns:
+        The strategy. ``"mirrored"`` (per list of devices) and ``"multi-worker"`` give the
+        same object on every call in a process, as TensorFlow needs (see ``_STRATEGIES``).
+
     Raises:
         ConfigError: an unknown name; ``"multi-worker"`` without a valid ``TF_CONFIG`` or after
             TensorFlow has started; ``"tpu"`` when no TPU is found.
@@ -89,23 +93,42 @@ def get_strategy(name="default", *, devices=None, tpu=None):
 
     if name == "default":
         return tf.distribute.get_strategy()
+    if name == "tpu":
+        return _tpu(tf, tpu)
     if name == "mirrored":
-        return _mirrored(tf, devices)
-    if name == "multi-worker":
-        return _multi_worker(tf)
-    return _tpu(tf, tpu)
+        devices = _checked_devices(devices)
+        key = (name, None if devices is None else tuple(devices))
+    else:
+        key = (name, json.dumps(tf_config(), sort_keys=True))
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = _mirrored(tf, devices) if name == "mirrored" else _multi_worker(tf)
+    return _STRATEGIES[key]
+
+
+# One mirrored strategy per device list, and one multi-worker strategy, per process: later
+# calls get the first one. Every new MirroredStrategy numbers its collective ops from the same
+# start, so a second one reuses the first one's keys, and TensorFlow's collective runtime,
+# which remembers the tensor shapes of a key, then fails a model of another size ("Shape
+# mismatch in the collective instance"): two `kvae.train.train` runs of different models under
+# strategy='mirrored' in one Python session did. A second MultiWorkerMirroredStrategy cannot
+# start once TensorFlow runs at all.
+_STRATEGIES = {}
+
+
+def _checked_devices(devices):
+    if devices is None:
+        return None
+    if isinstance(devices, str) or not all(isinstance(d, str) for d in devices):
+        raise ConfigError(
+            "Expected `devices` to be a list of device names such as ['/gpu:0', '/gpu:1']. "
+            f"Received: devices={devices!r}"
+        )
+    if not devices:
+        raise ConfigError("Expected at least one device in `devices`. Received: [].")
+    return list(devices)
 
 
 def _mirrored(tf, devices):
-    if devices is not None:
-        if isinstance(devices, str) or not all(isinstance(d, str) for d in devices):
-            raise ConfigError(
-                "Expected `devices` to be a list of device names such as ['/gpu:0', '/gpu:1']. "
-                f"Received: devices={devices!r}"
-            )
-        devices = list(devices)
-        if not devices:
-            raise ConfigError("Expected at least one device in `devices`. Received: [].")
     try:
         return tf.distribute.MirroredStrategy(devices)
     except (ValueError, RuntimeError) as err:

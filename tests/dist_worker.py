@@ -9,6 +9,9 @@ a fresh process:
     python dist_worker.py multi-worker OUT_DIR        (TF_CONFIG set by the caller)
         one worker of a MultiWorkerMirroredStrategy cluster; trains with kvae's callbacks
         into OUT_DIR/run and saves its final weights to OUT_DIR/final.weights.h5.
+    python dist_worker.py cli-mirrored OUT_DIR
+        `kvae train --strategy mirrored` on two logical CPU devices: a refused global batch,
+        a binarised run and a conditional run (see cli_mirrored).
     python dist_worker.py tpu OUT.json
         asks for a TPU and writes the error kvae raises.
 """
@@ -192,23 +195,44 @@ def train_multi_worker(out_dir):
         )
 
 
-def cli_mirrored(run_dir):
+def cli_mirrored(out_dir):
     """`kvae train --strategy mirrored` over two logical CPU devices, through the command line
-    (in-process: the devices must be set before TensorFlow starts)."""
+    (in-process: the devices must be set before TensorFlow starts), into OUT_DIR:
+
+    * ``refused``: a global batch of 33 (not a multiple of the 2 replicas) must be refused
+      before the run directory is made;
+    * ``run``: the run of ``_train_config`` (binarised: VAE.fit's array path, binarising);
+    * ``run-conditional``: one epoch of a conditional VAE (labels through the same pipeline).
+
+    Writes OUT_DIR/result.json with the exit codes and the refusal's message."""
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from click.testing import CliRunner
+
     from kvae.cli import main
 
-    args = ["train", "--run-dir", run_dir, "--progress", "none"]
-    for key, value in _train_config("mirrored").items():
-        flag = "--" + key.replace("_", "-")
-        if value is False:
-            args.append(f"--no-{key}")
-        else:
-            args += [flag, str(value)]
-    main(args, standalone_mode=True)
+    def train(name, **overrides):
+        args = ["train", "--run-dir", os.path.join(out_dir, name), "--progress", "none"]
+        for key, value in {**_train_config("mirrored"), **overrides}.items():
+            flag = "--" + key.replace("_", "-")
+            if value is False:
+                args.append(f"--no-{key}")
+            elif value is True:
+                args.append(flag)
+            else:
+                args += [flag, str(value)]
+        result = CliRunner().invoke(main, args, prog_name="kvae")
+        return {"exit_code": result.exit_code, "output": result.output[-3000:]}
+
+    result = {
+        "refused": train("refused", batch_size=33),
+        "run": train("run", binarize="dynamic"),
+        "run-conditional": train("run-conditional", conditional=True, epochs=1),
+    }
+    with open(os.path.join(out_dir, "result.json"), "w") as f:
+        json.dump(result, f)
 
 
 def tpu(out):
