@@ -1,8 +1,10 @@
-"""Helper process for tests/test_families.py (not a test module).
+"""Helper process for tests/test_families.py and tests/test_conditional.py (not a test module).
 
-    python families_worker.py MODEL.keras X.npy OUT.json [Y.npy]
+    python families_worker.py CASES.json
 
-In a fresh process with two logical CPU devices: (1) loads MODEL.keras and writes its
+CASES.json lists cases {"model": MODEL.keras, "x": X.npy, "out": OUT.json, "y": Y.npy or
+absent}, run one after the other in one process (TensorFlow starts once). For each, in a fresh
+process with two logical CPU devices: (1) loads MODEL.keras and writes its
 reconstructions and prior log-density of fixed codes (the saving check); (2) builds the same
 architecture under a MirroredStrategy over both devices, trains it with per-replica XLA on X
 and writes the loss curve (the tf.distribute check). With Y.npy the model is conditional:
@@ -16,11 +18,17 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def main(model_path, x_path, out_path, y_path=None):
+def main(cases_path):
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    with open(cases_path) as f:
+        for case in json.load(f):
+            one_case(case["model"], case["x"], case["out"], case.get("y"))
+
+
+def one_case(model_path, x_path, out_path, y_path=None):
     import keras
     import numpy as np
 
@@ -59,4 +67,4 @@ def main(model_path, x_path, out_path, y_path=None):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(sys.argv[1])

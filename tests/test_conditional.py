@@ -190,8 +190,12 @@ def test_reloads_in_a_fresh_process_and_trains_mirrored(digits, tmp_path):
     np.save(tmp_path / "y.npy", y)
     worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "families_worker.py")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    args = [path, tmp_path / "x.npy", tmp_path / "out.json", tmp_path / "y.npy"]
-    subprocess.run([sys.executable, worker, *map(str, args)], check=True, timeout=400, env=env)
+    case = {"model": str(path), "out": str(tmp_path / "out.json")}
+    case.update(x=str(tmp_path / "x.npy"), y=str(tmp_path / "y.npy"))
+    (tmp_path / "cases.json").write_text(json.dumps([case]))
+    subprocess.run(
+        [sys.executable, worker, str(tmp_path / "cases.json")], check=True, timeout=400, env=env
+    )
     with open(tmp_path / "out.json") as f:
         out = json.load(f)
     np.testing.assert_allclose(

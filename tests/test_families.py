@@ -340,43 +340,43 @@ _FAMILIES = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", sorted(_FAMILIES))
-def test_families_reload_in_a_fresh_process_and_train_mirrored(tmp_path, family):
-    """One fresh process with two logical CPUs: the .keras file reloads to identical outputs,
-    and the same architecture trains under MirroredStrategy with per-replica XLA."""
+def test_families_reload_in_a_fresh_process_and_train_mirrored(tmp_path):
+    """One fresh process with two logical CPUs (tests/families_worker.py, both families in
+    turn): each .keras file reloads to identical outputs, and the same architecture trains
+    under MirroredStrategy with per-replica XLA."""
     from sklearn.datasets import load_digits
 
     x = (load_digits().data[:256] / 16.0).astype("float32").reshape(-1, 8, 8, 1)
-    model = kvae.VAE(
-        data_shape=(8, 8, 1), likelihood="continuous-bernoulli", seed=0, **_FAMILIES[family]
-    )
-    model.compile()
-    model.fit(x, batch_size=64, epochs=1, verbose=0)
-    path = tmp_path / "vae.keras"
-    model.save(path)
     np.save(tmp_path / "x.npy", x)
+    models, cases = {}, []
+    for family, kwargs in sorted(_FAMILIES.items()):
+        model = kvae.VAE(data_shape=(8, 8, 1), likelihood="continuous-bernoulli", seed=0, **kwargs)
+        model.compile()
+        model.fit(x, batch_size=64, epochs=1, verbose=0)
+        model.save(tmp_path / f"{family}.keras")
+        models[family] = model
+        out = tmp_path / f"{family}.json"
+        cases.append({"model": str(tmp_path / f"{family}.keras"), "x": str(tmp_path / "x.npy")})
+        cases[-1]["out"] = str(out)
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(HERE, "families_worker.py"),
-            path,
-            tmp_path / "x.npy",
-            tmp_path / "out.json",
-        ],
-        check=True,
-        timeout=400,
-        env=env,
-    )
-    with open(tmp_path / "out.json") as f:
-        out = json.load(f)
-    z = np.linspace(-2, 2, 4 * model.latent_dim, dtype="float32").reshape(4, -1)
-    np.testing.assert_allclose(out["recon"], model.predict(x[:8], verbose=0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(
-        out["prior_log_prob"], model.prior_distribution().log_prob(z), rtol=1e-5, atol=1e-5
-    )
-    assert out["replicas"] == 2 and out["replica_jit"]
-    assert np.all(np.isfinite(out["loss"])) and out["loss"][-1] < out["loss"][0]
+    worker = [sys.executable, os.path.join(HERE, "families_worker.py"), tmp_path / "cases.json"]
+    subprocess.run(worker, check=True, timeout=600, env=env)
+    for family, model in models.items():
+        out = json.loads((tmp_path / f"{family}.json").read_text())
+        z = np.linspace(-2, 2, 4 * model.latent_dim, dtype="float32").reshape(4, -1)
+        np.testing.assert_allclose(
+            out["recon"], model.predict(x[:8], verbose=0), rtol=1e-5, atol=1e-6, err_msg=family
+        )
+        np.testing.assert_allclose(
+            out["prior_log_prob"],
+            model.prior_distribution().log_prob(z),
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=family,
+        )
+        assert out["replicas"] == 2 and out["replica_jit"], family
+        assert np.all(np.isfinite(out["loss"])) and out["loss"][-1] < out["loss"][0], family
 
 
 def test_cli_trains_iaf_with_a_data_initialised_vamp_prior(tmp_path):

@@ -280,19 +280,23 @@ RELOAD = """
     import numpy as np
     import kvae
 
-    before = sorted(m for m in sys.modules if m.startswith("kvae_"))
-    model = kvae.load_model(sys.argv[1])
-    data = np.load(sys.argv[2])
-    np.savez(
-        sys.argv[3],
-        pred=model.predict(data["x"], verbose=0),
-        qmean=np.asarray(model.encode(data["x"]).mean()),
-    )
-    print(json.dumps({
-        "before": before,
-        "after": sorted(m for m in sys.modules if m.startswith("kvae_")),
-        "providers": model.get_config()["providers"],
-    }))
+    infos = []
+    args = sys.argv[1:]
+    for model_path, data_path, out_path in zip(args[0::3], args[1::3], args[2::3]):
+        before = sorted(m for m in sys.modules if m.startswith("kvae_"))
+        model = kvae.load_model(model_path)
+        data = np.load(data_path)
+        np.savez(
+            out_path,
+            pred=model.predict(data["x"], verbose=0),
+            qmean=np.asarray(model.encode(data["x"]).mean()),
+        )
+        infos.append({
+            "before": before,
+            "after": sorted(m for m in sys.modules if m.startswith("kvae_")),
+            "providers": model.get_config()["providers"],
+        })
+    print(json.dumps(infos))
 """
 
 
@@ -323,29 +327,36 @@ def _sequence_case():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [_resnet_case, _sequence_case], ids=["resnet", "sequence"])
-def test_trained_model_reloads_in_a_fresh_process_through_the_entry_point(tmp_path, case):
-    x, kwargs, dist, module = case()
-    model = kvae.VAE(latent_dim=3, seed=0, **kwargs)
-    model.compile(steps_per_execution=1)
-    history = model.fit(x, epochs=1, batch_size=len(x), verbose=0)  # one step
-    assert np.isfinite(history.history["loss"][-1])
-    path = tmp_path / "model.keras"
-    model.save(path)
-    np.savez(tmp_path / "data.npz", x=x)
+def test_trained_models_reload_in_a_fresh_process_through_the_entry_point(tmp_path):
+    """Both example plugins' models, saved here and loaded in one fresh process, one after the
+    other: each plugin module is imported by load_model (through its entry point), not by
+    `import kvae` nor before its own model is loaded."""
+    cases, args = [], []
+    for case in (_resnet_case, _sequence_case):
+        x, kwargs, dist, module = case()
+        model = kvae.VAE(latent_dim=3, seed=0, **kwargs)
+        model.compile(steps_per_execution=1)
+        history = model.fit(x, epochs=1, batch_size=len(x), verbose=0)  # one step
+        assert np.isfinite(history.history["loss"][-1])
+        model.save(tmp_path / f"{module}.keras")
+        np.savez(tmp_path / f"{module}.npz", x=x)
+        args += [tmp_path / f"{module}.keras", tmp_path / f"{module}.npz"]
+        args.append(tmp_path / f"{module}-got.npz")
+        cases.append((x, model, dist, module))
 
-    info = _run_fresh(tmp_path, RELOAD, path, tmp_path / "data.npz", tmp_path / "got.npz")
+    infos = _run_fresh(tmp_path, RELOAD, *args)
 
-    assert module not in info["before"], "`import kvae` alone must not import plugins"
-    assert module in info["after"], "load_model must import the plugin through its entry point"
-    version = _source_version(dist)
-    assert info["providers"]["encoder"] == [dist, version]
-    assert info["providers"]["decoder"] == [dist, version]
-    got = np.load(tmp_path / "got.npz")
-    np.testing.assert_allclose(got["pred"], model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(
-        got["qmean"], np.asarray(model.encode(x).mean()), rtol=1e-5, atol=1e-5
-    )
+    for (x, model, dist, module), info in zip(cases, infos, strict=True):
+        assert module not in info["before"], f"{module} imported before its model was loaded"
+        assert module in info["after"], "load_model must import the plugin through its entry point"
+        version = _source_version(dist)
+        assert info["providers"]["encoder"] == [dist, version]
+        assert info["providers"]["decoder"] == [dist, version]
+        got = np.load(tmp_path / f"{module}-got.npz")
+        np.testing.assert_allclose(got["pred"], model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            got["qmean"], np.asarray(model.encode(x).mean()), rtol=1e-5, atol=1e-5
+        )
 
 
 THROWAWAY_SETUP = """
