@@ -549,14 +549,12 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
     # The sampling state a freshly built (or loaded) model starts from: the test metrics are
     # computed from it, so evaluating the saved model reproduces them exactly.
     initial_seed_state = keras.ops.convert_to_numpy(model.seed_generator.state)
+    conditional = getattr(model, "condition", None) is not None
+    train_y = arrays.y_train if conditional else None
     val_ds = None
     if arrays.x_val is not None:
-        val_ds = make_dataset(arrays.x_val, config.batch_size, shuffle=False)
-    conditional = getattr(model, "condition", None) is not None
-    train_y = None
-    if conditional:
-        train_y = arrays.y_train
-        val_ds = None if arrays.x_val is None else (arrays.x_val, arrays.y_val)
+        val_y = arrays.y_val if conditional else None
+        val_ds = make_dataset(arrays.x_val, config.batch_size, shuffle=False, y=val_y)
 
     shown_x = arrays.x_val if arrays.x_val is not None else arrays.x_test
     shown_y = arrays.y_val if arrays.x_val is not None else arrays.y_test
