@@ -3,8 +3,8 @@
     python families_worker.py CASES.json
 
 CASES.json lists cases {"model": MODEL.keras, "x": X.npy, "out": OUT.json, "y": Y.npy or
-absent}, run one after the other in one process (TensorFlow starts once). For each, in a fresh
-process with two logical CPU devices: (1) loads MODEL.keras and writes its
+absent}, run one after the other in this one fresh process with two logical CPU devices
+(TensorFlow starts once). For each case: (1) loads MODEL.keras and writes its
 reconstructions and prior log-density of fixed codes (the saving check); (2) builds the same
 architecture under a MirroredStrategy over both devices, trains it with per-replica XLA on X
 and writes the loss curve (the tf.distribute check). With Y.npy the model is conditional:
