@@ -181,7 +181,8 @@ def _scale(q):
 
 
 def _run_batch(model, xb, o, seed, z_exact=None):
-    """Forward AIS (and with ``z_exact`` also the reverse chain) for one batch."""
+    """Forward AIS (and with ``z_exact`` also the reverse chain) for one batch; ``seed`` is
+    the batch's stateless seed pair."""
     fn = _chain_fn(model)
     lat = model.latent_dim
     b = len(xb)
@@ -204,7 +205,7 @@ def _run_batch(model, xb, o, seed, z_exact=None):
         args = dict(common, adapt=tf.constant(adapt))
         return fn(x_t, tf.constant(z0, tf.float32), b_from, b_to, tf.constant(steps), seed_, **args)
 
-    s = tf.constant([seed, 0], tf.int32)
+    s = seed
     seeds = [tf.random.experimental.stateless_fold_in(s, k) for k in range(4)]
     z_w = base.sample(o["warmup_chains"], seed=seeds[0])
     z_w = tf.reshape(z_w, (o["warmup_chains"], -1, lat)) * tf.ones((1, b, 1))
@@ -238,7 +239,9 @@ def _loop(model, x, o, z_exact=None):
             xb = np.concatenate([xb, np.repeat(xb[-1:], bs - n, axis=0)])
             if zb is not None:
                 zb = np.concatenate([zb, np.repeat(zb[-1:], bs - n, axis=0)])
-        out = _run_batch(model, xb, o, o["seed"] + start, zb)
+        # fold_in, not seed + start: seed 0's second batch and seed 50's first never share.
+        batch_seed = tf.random.experimental.stateless_fold_in([o["seed"], 0], start)
+        out = _run_batch(model, xb, o, batch_seed, zb)
         parts.append(
             {k: (tuple(a[:n] for a in v) if isinstance(v, tuple) else v) for k, v in out.items()}
         )
