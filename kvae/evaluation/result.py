@@ -66,10 +66,29 @@ class LogLikelihood:
             return float(self.stderr[0])
         return float(np.std(self.estimate, ddof=1) / np.sqrt(n))
 
+    def mean_mc_stderr(self):
+        """The Monte Carlo standard error of :meth:`mean` for these examples:
+        ``sqrt(sum stderr_i^2) / n`` (the estimates' errors are independent). It is the part
+        of :meth:`mean_stderr` that more samples per example would shrink; 0 for the
+        deterministic methods."""
+        return float(np.sqrt(np.sum(np.square(self.stderr))) / len(self.stderr))
+
+    def example_mc_stderr_rms(self):
+        """The root mean square of the per-example Monte Carlo standard errors: the typical
+        error of one example's estimate (sqrt(n) times :meth:`mean_mc_stderr`), not an
+        error of the mean."""
+        return float(np.sqrt(np.mean(np.square(self.stderr))))
+
     def summary(self, prefix="log_likelihood"):
-        """A JSON-able dict: ``{prefix}``, ``{prefix}_stderr``, ``{prefix}_method``,
-        ``{prefix}_mc_stderr`` (root-mean-square of the per-example standard errors) and
-        ``{prefix}_nan_examples`` (indices of non-finite estimates)."""
+        """A JSON-able dict: ``{prefix}``, ``{prefix}_stderr`` (:meth:`mean_stderr`),
+        ``{prefix}_method``, ``{prefix}_mean_mc_stderr`` (:meth:`mean_mc_stderr`, the Monte
+        Carlo error of the mean), ``{prefix}_example_mc_stderr_rms``
+        (:meth:`example_mc_stderr_rms`, the typical error of one example's estimate) and
+        ``{prefix}_nan_examples`` (indices of non-finite estimates).
+
+        Before, ``{prefix}_mc_stderr`` held the per-example root mean square under a name that
+        read as the error of the mean (sqrt(n) times too large for that); the key is gone
+        rather than kept with a changed meaning."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = self.mean()
@@ -77,7 +96,8 @@ class LogLikelihood:
             prefix: mean,
             f"{prefix}_stderr": self.mean_stderr(),
             f"{prefix}_method": self.method,
-            f"{prefix}_mc_stderr": float(np.sqrt(np.mean(np.square(self.stderr)))),
+            f"{prefix}_mean_mc_stderr": self.mean_mc_stderr(),
+            f"{prefix}_example_mc_stderr_rms": self.example_mc_stderr_rms(),
             f"{prefix}_nan_examples": self.nan_indices,
         }
         return out

@@ -186,8 +186,10 @@ def evaluate(
         method: the log p(x) method (``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"``,
             ``"auto"``, see :func:`kvae.evaluation.log_likelihood`); ``**options`` go to it.
             The result says which method ran in ``log_likelihood_method``, with
-            ``log_likelihood_stderr`` (std over examples / sqrt(n)), ``log_likelihood_mc_stderr``
-            (root-mean-square of the per-example Monte Carlo errors) and
+            ``log_likelihood_stderr`` (std over examples / sqrt(n)),
+            ``log_likelihood_mean_mc_stderr`` (the Monte Carlo error of the mean,
+            sqrt(sum se_i^2) / n), ``log_likelihood_example_mc_stderr_rms`` (root-mean-square
+            of the per-example Monte Carlo errors) and
             ``log_likelihood_nan_examples`` (indices of examples whose estimate is not finite).
         y: the conditions of ``x`` for a conditional model (``kvae.VAE(condition=...)``);
             its log p(x|y) is estimated by IWAE.
