@@ -304,7 +304,15 @@ class DiscretizedLogistic(LikelihoodHead):
     bin and quantised (``QuantizedDistribution``), so ``log_prob`` is a true log-probability
     of the discrete data (nats; divide by ``D log 2`` for bits per dimension).
     Samples map back to the data's units by ``k / num_bins``.
+
+    In float32 ``k / num_bins`` is rounded, and ``floor`` of it times ``num_bins`` fell one
+    bin short for some k when ``num_bins`` is not a power of two (2 of 100 bins, 5 of 1,000),
+    so :meth:`prepare` takes the largest k whose float32 value ``k / num_bins`` is at most x:
+    ``prepare(to_data(k)) == k`` for every bin and every ``num_bins`` up to
+    ``MAX_BINS`` = 2**16 (16-bit data; beyond it float32 cannot keep the bins apart).
     """
+
+    MAX_BINS = 2**16
 
     params_per_dim = 2
     data_range = (0.0, 1.0)
@@ -314,6 +322,12 @@ class DiscretizedLogistic(LikelihoodHead):
         self.num_bins = positive_int("num_bins", num_bins)
         if self.num_bins < 2:
             raise ConfigError(f"Expected num_bins >= 2. Received: num_bins={num_bins}")
+        if self.num_bins > self.MAX_BINS:
+            raise ConfigError(
+                f"Expected num_bins <= {self.MAX_BINS} (16-bit data): float32 data in [0, 1] "
+                f"cannot tell more bins apart. Received: num_bins={num_bins}. For finer data "
+                "use a density, such as likelihood='gaussian'."
+            )
 
     def _loc_scale(self, params):
         n = float(self.num_bins)
@@ -330,17 +344,42 @@ class DiscretizedLogistic(LikelihoodHead):
         return self._independent(quantized)
 
     def support(self):
-        return (np.arange(self.num_bins) / self.num_bins).astype(np.float32)
+        return np.asarray(_bins_to_data(np.arange(self.num_bins, dtype=np.float32), self.num_bins))
 
     def prepare(self, x):
-        return tf.clip_by_value(tf.floor(x * self.num_bins), 0.0, self.num_bins - 1.0)
+        return _data_to_bins(x, self.num_bins)
 
     def to_data(self, sample):
-        return sample / self.num_bins
+        return _bins_to_data(sample, self.num_bins)
 
     def mean(self, params):
         loc, _ = self._loc_scale(params)
-        return tf.clip_by_value(tf.round(loc), 0.0, self.num_bins - 1.0) / self.num_bins
+        return _bins_to_data(
+            tf.clip_by_value(tf.round(loc), 0.0, self.num_bins - 1.0), self.num_bins
+        )
 
     def get_config(self):
         return {**super().get_config(), "num_bins": self.num_bins}
+
+
+def _bins_to_data(k, num_bins):
+    """Bin indices ``k`` (floats) -> the data's units, ``k / num_bins`` (``num_bins`` may be a
+    tensor broadcasting with ``k``)."""
+    k = tf.convert_to_tensor(k)
+    return k / tf.cast(num_bins, k.dtype)
+
+
+def _data_to_bins(x, num_bins):
+    """Data in [0, 1] -> bin indices: the largest k in ``0 .. num_bins - 1`` with
+    ``_bins_to_data(k) <= x``, so that ``_data_to_bins(_bins_to_data(k)) == k`` exactly.
+
+    ``floor(x * num_bins)`` is within one bin of it (float32 rounding of ``k / num_bins``
+    and of the product); the two comparisons with :func:`_bins_to_data`'s own values move
+    it onto the bin. For 8-bit data read as j / 255 with 256 bins the answer is still j:
+    j / 255 lies at least 1/65280 below (j + 1) / 256, far beyond float32 rounding."""
+    x = tf.convert_to_tensor(x)
+    n = tf.cast(num_bins, x.dtype)
+    k = tf.clip_by_value(tf.floor(x * n), 0.0, n - 1.0)
+    k = k + tf.cast((k < n - 1.0) & (_bins_to_data(k + 1.0, n) <= x), x.dtype)
+    k = k - tf.cast((k > 0.0) & (_bins_to_data(k, n) > x), x.dtype)
+    return k
