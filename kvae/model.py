@@ -392,10 +392,6 @@ class VAE(Trainer, keras.Model):
         the values of its first batch."""
         checks.check_data(self, x, name)
 
-    def _check_condition(self, x, y):
-        """A conditional VAE's y must match x (before any work); others ignore y."""
-        checks.check_condition(self, x, y)
-
     def _as_tensor(self, x):
         if isinstance(x, np.ndarray):
             x = x.astype(np.float32, copy=False)

@@ -5,10 +5,10 @@ its trainer).
 It overrides Keras' public entry points (``fit``, ``evaluate``, ``predict``,
 ``make_train_function``) and leaves the steps themselves (``train_step``, ``test_step``,
 ``predict_step``) to the model. It is duck-typed on the model and imports no model class;
-it uses ``model.check_data(x)``, ``model._check_condition(x, y)``, ``model.condition`` (None
-unless the model is conditional), ``model.train_step``, ``model.metrics`` and
-``model.compile_choice`` (what ``compile`` resolved ``jit_compile`` to), and gives the model's
-steps what :mod:`kvae.training.step_helpers` holds.
+it uses ``model.check_data(x)``, ``model.condition`` (None unless the model is
+conditional), ``model.train_step``, ``model.metrics`` and ``model.compile_choice`` (what
+``compile`` resolved ``jit_compile`` to), and gives the model's steps what
+:mod:`kvae.training.step_helpers` holds.
 """
 
 import keras
@@ -18,7 +18,7 @@ from kvae import _keras_private
 from kvae.datasets.pipeline import make_dataset, prefetch_for
 from kvae.distribute import per_replica_batch_size
 from kvae.errors import ConfigError
-from kvae.training import fused
+from kvae.training import checks, fused
 from kvae.training import steps as _steps
 from kvae.training.arrays import fast_path_ok, is_array
 from kvae.training.progress import add_truthful_progbar, step_callbacks
@@ -69,6 +69,10 @@ class Trainer(StepHelpers):
                 f"itself: kvae.datasets.make_dataset). Received: binarize={binarize!r}."
             )
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, **kwargs)
+
+    def _check_condition(self, x, y):
+        """A conditional model's y must match x (before any work); others ignore y."""
+        checks.check_condition(self, x, y)
 
     def _fit_arrays(self, x, y, batch_size, epochs, binarize, kwargs):
         n = int(x.shape[0])
