@@ -74,9 +74,20 @@ setup(
         "packaging>=22",
         # load("digits") uses scikit-learn's bundled copy (offline).
         "scikit-learn>=1.3",
+        # kvae.evaluation and kvae.plots: logsumexp, log_softmax, ndtri (imported directly,
+        # not left to come through scikit-learn).
+        "scipy>=1.10",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            # tests/test_architecture.py checks .importlinter's contracts (acyclic_siblings,
+            # optional layers in a layers contract with containers): written against 2.17.
+            "import-linter>=2.17",
+        ],
     },
     entry_points=ENTRY_POINTS,
 )

@@ -16,20 +16,21 @@ default.
 
 import contextlib
 
-__all__ = ["PRECISIONS", "policy", "policy_scope", "scope"]
+from kvae._choices import PRECISION_POLICIES, PRECISIONS
 
-PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16"}
+__all__ = ["PRECISIONS", "policy", "policy_scope", "scope"]
 
 
 def policy(precision):
+    """The Keras dtype policy name of a run's ``precision`` (``kvae._choices``' table)."""
     from kvae.errors import ConfigError
 
-    if precision not in PRECISIONS:
+    if precision not in PRECISION_POLICIES:
         raise ConfigError(
             f"Expected `precision` to be one of {sorted(PRECISIONS)}. Received: "
             f"precision={precision!r}."
         )
-    return PRECISIONS[precision]
+    return PRECISION_POLICIES[precision]
 
 
 @contextlib.contextmanager
