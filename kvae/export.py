@@ -51,7 +51,16 @@ tfd = tfp.distributions
 ENDPOINTS = ("reconstruct", "encode", "decode", "sample")
 
 # What the duck-typed model must have (kvae.VAE has them all).
-_MODEL_API = ("encode", "decode", "decoder_params", "prior_distribution", "likelihood_head")
+_MODEL_API = (
+    "encode",
+    "decode",
+    "decoder_params",
+    "prior_distribution",
+    "likelihood_head",
+    "data_shape",
+    "latent_dim",
+    "condition",
+)
 
 
 def export_saved_model(model, filepath, verbose=None):
@@ -69,45 +78,55 @@ def export_archive(model):
     _check_model(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    x_spec = tf.TensorSpec((None, *model.data_shape), tf.float32, name="x")
+    x_spec = _x_spec(model)
     z_spec = tf.TensorSpec((None, model.latent_dim), tf.float32, name="z")
     seed_spec = tf.TensorSpec((), tf.int32, name="seed")
     n_spec = tf.TensorSpec((), tf.int32, name="n")
+    y_spec = _y_spec(model)
+    add = archive.add_endpoint
+    if y_spec is None:
+        add("reconstruct", lambda x: _reconstruct(model, x, None), [x_spec])
+        add("encode", lambda x, seed: _encode(model, x, None, seed), [x_spec, seed_spec])
+        add("decode", lambda z: _decode(model, z, None), [z_spec])
+        add("sample", lambda n, seed: _sample(model, n, seed, None), [n_spec, seed_spec])
+    else:
+        add("reconstruct", lambda x, y: _reconstruct(model, x, y), [x_spec, y_spec])
+        add("encode", lambda x, y, seed: _encode(model, x, y, seed), [x_spec, y_spec, seed_spec])
+        add("decode", lambda z, y: _decode(model, z, y), [z_spec, y_spec])
+        add("sample", lambda n, seed, y: _sample(model, n, seed, y), [n_spec, seed_spec, y_spec])
+    return archive
+
+
+def call_input_signature(model):
+    """The ``input_signature`` of ``model.call`` (the reconstruction) for Keras' own
+    ``Model.export`` (``format="onnx"``, ``"litert"``, ``"openvino"``), which cannot infer it
+    for a VAE: ``[x]``, or ``[(x, y)]`` for a conditional VAE (its ``call`` takes a tuple)."""
+    _check_model(model)
+    y_spec = _y_spec(model)
+    return [_x_spec(model)] if y_spec is None else [(_x_spec(model), y_spec)]
+
+
+def _x_spec(model):
+    return tf.TensorSpec((None, *model.data_shape), tf.float32, name="x")
+
+
+def _y_spec(model):
+    """None, int32 labels [B] or a float32 vector [B, D]: the condition's input."""
     condition = model.condition
     if condition is None:
-        archive.add_endpoint("reconstruct", lambda x: _reconstruct(model, x, None), [x_spec])
-        archive.add_endpoint(
-            "encode", lambda x, seed: _encode(model, x, None, seed), [x_spec, seed_spec]
-        )
-        archive.add_endpoint("decode", lambda z: _decode(model, z, None), [z_spec])
-        archive.add_endpoint(
-            "sample", lambda n, seed: _sample(model, n, seed, None), [n_spec, seed_spec]
-        )
-        return archive
-    y_spec = (
-        tf.TensorSpec((None,), tf.int32, name="y")
-        if condition.is_classes
-        else tf.TensorSpec((None, condition.dim), tf.float32, name="y")
-    )
-    archive.add_endpoint("reconstruct", lambda x, y: _reconstruct(model, x, y), [x_spec, y_spec])
-    archive.add_endpoint(
-        "encode", lambda x, y, seed: _encode(model, x, y, seed), [x_spec, y_spec, seed_spec]
-    )
-    archive.add_endpoint("decode", lambda z, y: _decode(model, z, y), [z_spec, y_spec])
-    archive.add_endpoint(
-        "sample", lambda n, seed, y: _sample(model, n, seed, y), [n_spec, seed_spec, y_spec]
-    )
-    return archive
+        return None
+    if condition.is_classes:
+        return tf.TensorSpec((None,), tf.int32, name="y")
+    return tf.TensorSpec((None, condition.dim), tf.float32, name="y")
 
 
 def _check_model(model):
     missing = [name for name in _MODEL_API if not hasattr(model, name)]
     if not isinstance(model, keras.Model) or missing:
         raise ConfigError(
-            "Expected a kvae.VAE (a keras.Model with encode, decode, decoder_params, "
-            f"prior_distribution and likelihood_head). Received: {type(model).__name__}"
-            f"{f' without {missing}' if missing else ''}. For another Keras model use "
-            "model.export(...)."
+            f"Expected a kvae.VAE (a keras.Model with {', '.join(_MODEL_API)}). Received: "
+            f"{type(model).__name__}{f' without {missing}' if missing else ''}. For another "
+            "Keras model use its own model.export(...)."
         )
 
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import kvae
 from kvae.errors import ConfigError
-from kvae.export import export_saved_model
+from kvae.export import call_input_signature, export_saved_model
 
 MLP = {"encoder_kwargs": {"hidden": [8]}, "decoder_kwargs": {"hidden": [8]}}
 LAYERS = {"z1_dim": 2, "z2_dim": 1, "hidden": [8]}
@@ -309,3 +309,15 @@ def test_keras_export_fails_as_the_module_says(tmp_path):
     model(np.zeros((2, 6), np.float32))
     with pytest.raises(ValueError, match="never called"):
         keras.Model.export(model, str(tmp_path / "m"), verbose=False)
+
+
+@pytest.mark.parametrize("condition", [None, 3])
+def test_call_input_signature_lets_keras_export_the_reconstruction(tmp_path, condition):
+    """For Keras' other formats (ONNX, LiteRT, OpenVINO), which export ``call`` alone."""
+    model = kvae.VAE(data_shape=(6,), latent_dim=2, condition=condition, **MLP)
+    x = np.random.default_rng(0).random((3, 6)).astype(np.float32)
+    args = x if condition is None else (x, np.array([0, 2, 1], np.int32))
+    signature = call_input_signature(model)
+    keras.Model.export(model, str(tmp_path / "m"), verbose=False, input_signature=signature)
+    served = tf.saved_model.load(str(tmp_path / "m"))
+    _close(served.serve(args), model(args))
