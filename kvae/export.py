@@ -5,6 +5,10 @@
     served = tf.saved_model.load("served/vae")          # in any process, kvae not needed
     served.encode(x, seed=tf.constant(7))["z"]
 
+``export_archive(model)`` returns the ``keras.export.ExportArchive`` before it is written (to
+add endpoints); ``call_input_signature(model)`` is the ``input_signature`` Keras' own
+``Model.export`` needs for a VAE in its other formats (it exports ``call`` alone).
+
 Why Keras' own ``model.export(path)`` fails on a ``kvae.VAE``: for a subclassed model Keras
 reads the input signature from ``model._build_shapes_dict``, which only Keras' wrapper around
 ``build()`` writes, on the model's first ``__call__``, and only if the model is not built yet
