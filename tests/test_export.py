@@ -200,29 +200,32 @@ def _out(outputs, name, endpoint):
     return {k[len(prefix) :]: v for k, v in outputs.items() if k.startswith(prefix)}
 
 
+def _case(served, name, endpoint):
+    """(the model, its inputs, the served endpoint's outputs) of one export."""
+    models, inputs, outputs, _ = served
+    return models[name], inputs[name], _out(outputs, name, endpoint)
+
+
 def _close(actual, expected):
     np.testing.assert_allclose(actual, np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_reconstruct_is_the_models_call(served, name):
-    models, inputs, outputs, _ = served
-    model, data = models[name], inputs[name]
-    got = _out(outputs, name, "reconstruct")
+    model, data, got = _case(served, name, "reconstruct")
     assert set(got) == {"mean", "z"}
     args = data["x"] if model.condition is None else (data["x"], data["y"])
     _close(got["mean"], model(args))
     _close(got["z"], model.encode(data["x"], data.get("y")).mean())
     assert got["mean"].shape == (BATCH, *model.data_shape)
     # serving_default (what TF Serving calls by default) is reconstruct.
-    np.testing.assert_array_equal(_out(outputs, name, "serving_default")["mean"], got["mean"])
+    default = _case(served, name, "serving_default")[2]
+    np.testing.assert_array_equal(default["mean"], got["mean"])
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_encode_parameters_are_the_posteriors(served, name):
-    models, inputs, outputs, _ = served
-    model, data = models[name], inputs[name]
-    got = _out(outputs, name, "encode_a")
+    model, data, got = _case(served, name, "encode_a")
     assert set(got) == {"z", "mean"} | ENCODE_KEYS[name]
     q = model.encode(data["x"], data.get("y"))
     _close(got["mean"], q.mean())
@@ -238,23 +241,20 @@ def test_encode_parameters_are_the_posteriors(served, name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_encode_draw_follows_its_seed(served, name):
-    models, inputs, outputs, _ = served
-    model, data = models[name], inputs[name]
-    a, b, c = (_out(outputs, name, f"encode_{t}")["z"] for t in "abc")
+    model, data, _ = _case(served, name, "encode_a")
+    a, b, c = (_case(served, name, f"encode_{t}")[2]["z"] for t in "abc")
     np.testing.assert_array_equal(a, b)
     assert np.all(np.abs(a - c) > 1e-6)
     # The same draw as the Python model's with the stateless seed [seed, 0].
     q = model.encode(data["x"], data.get("y"))
     _close(a, q.sample(seed=tf.constant([SEED, 0])))
     assert a.shape == (BATCH, model.latent_dim)
-    np.testing.assert_array_equal(_out(outputs, name, "encode_fn")["z"], a)
+    np.testing.assert_array_equal(_case(served, name, "encode_fn")[2]["z"], a)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_decode_gives_the_likelihoods_mean_and_parameters(served, name):
-    models, inputs, outputs, _ = served
-    model, data = models[name], inputs[name]
-    got = _out(outputs, name, "decode")
+    model, data, got = _case(served, name, "decode")
     assert set(got) == {"mean", "params"} | DECODE_KEYS[name]
     params = model.decoder_params(data["z"], data.get("y"))
     _close(got["params"], params)
@@ -272,9 +272,8 @@ def test_decode_gives_the_likelihoods_mean_and_parameters(served, name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_sample_follows_its_seed(served, name):
-    models, inputs, outputs, _ = served
-    model, data = models[name], inputs[name]
-    a, b, c = (_out(outputs, name, f"sample_{t}") for t in "abc")
+    model, data, _ = _case(served, name, "sample_a")
+    a, b, c = (_case(served, name, f"sample_{t}")[2] for t in "abc")
     np.testing.assert_array_equal(a["mean"], b["mean"])
     assert not np.allclose(a["mean"], c["mean"])
     _close(a["mean"], model.sample(N, seed=SEED, y=data.get("y_n")))
@@ -284,9 +283,9 @@ def test_sample_follows_its_seed(served, name):
 
 @pytest.mark.parametrize("name", ["conditional", "full-gaussian"])
 def test_conditional_inputs(served, name):
-    models, inputs, outputs, errors = served
-    model, data = models[name], inputs[name]
-    one = _out(outputs, name, "sample_one_y")["mean"]
+    model, data, got = _case(served, name, "sample_one_y")
+    errors = served[3]
+    one = got["mean"]
     expected = model.sample(N, seed=SEED, y=np.repeat(data["y_n"][:1], N, axis=0))
     _close(one, expected)
     assert "one condition y per example" in errors[f"{name}/y_rows"]
