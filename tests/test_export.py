@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import kvae
 from kvae.errors import ConfigError
-from kvae.export import call_input_signature, export_saved_model
+from kvae.export import ENDPOINTS, call_input_signature, export_saved_model
 
 MLP = {"encoder_kwargs": {"hidden": [8]}, "decoder_kwargs": {"hidden": [8]}}
 LAYERS = {"z1_dim": 2, "z2_dim": 1, "hidden": [8]}
@@ -320,3 +320,17 @@ def test_call_input_signature_lets_keras_export_the_reconstruction(tmp_path, con
     keras.Model.export(model, str(tmp_path / "m"), verbose=False, input_signature=signature)
     served = tf.saved_model.load(str(tmp_path / "m"))
     _close(served.serve(args), model(args))
+
+
+@pytest.mark.skipif("export" not in vars(kvae.VAE), reason="VAE.export is wired in at the merge")
+def test_model_export_method(tmp_path):
+    """A Keras user's ``model.export(path)`` writes kvae's signatures."""
+    model = kvae.VAE(data_shape=(6,), latent_dim=2, **MLP)
+    x = np.random.default_rng(0).random((3, 6)).astype(np.float32)
+    model(x)
+    model.export(tmp_path / "m", verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "m"))
+    assert set(served.signatures) == {*ENDPOINTS, "serving_default"}
+    _close(served.reconstruct(x)["mean"], model(x))
+    with pytest.raises(ConfigError, match="input_signature"):
+        model.export(tmp_path / "n", input_signature=call_input_signature(model))
