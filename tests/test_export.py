@@ -117,6 +117,7 @@ SERVE = textwrap.dedent("""
             bad = {
                 "y_rows": lambda: sig["encode"](x=data["x"], y=data["y"][:2], seed=7),
                 "sample_rows": lambda: sig["sample"](n=4, seed=7, y=data["y_n"][:2]),
+                "negative_n": lambda: sig["sample"](n=-1, seed=7, y=data["y_n"][:1]),
             }
             if data["y"].dtype == np.int32:
                 bad["label"] = lambda: sig["reconstruct"](x=data["x"], y=data["y"] + 3)
@@ -290,6 +291,7 @@ def test_conditional_inputs(served, name):
     _close(one, expected)
     assert "one condition y per example" in errors[f"{name}/y_rows"]
     assert "n conditions, or one for all n" in errors[f"{name}/sample_rows"]
+    assert "Expected n >= 0" in errors[f"{name}/negative_n"]
     if model.condition.is_classes:
         assert "Expected labels y in 0..2" in errors[f"{name}/label"]
 
