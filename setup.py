@@ -77,6 +77,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6"],
+        # The documentation site (tox -e docs): Sphinx with autodoc, MyST for the markdown
+        # pages, the furo theme, sphinx-gallery for the tutorial it runs at every build.
+        "docs": ["sphinx>=8.1", "furo>=2024.8.6", "myst-parser>=4", "sphinx-gallery>=0.17"],
     },
     entry_points=ENTRY_POINTS,
 )
