@@ -9,6 +9,7 @@ warning an error, so a broken link or a docstring naming something that does not
 fails the build. ``-D plot_gallery=0`` skips running the tutorial (quick local builds only).
 """
 
+import inspect
 import os
 import sys
 
@@ -29,7 +30,6 @@ version = release
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
-    "sphinx.ext.mathjax",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
 ]
@@ -51,7 +51,7 @@ exclude_patterns = [
 ]
 
 # ----- markdown (MyST) ------------------------------------------------------------------
-myst_enable_extensions = ["dollarmath", "colon_fence"]
+myst_enable_extensions = ["colon_fence"]
 # "[text](#a-heading)" links in the pages resolve to headings of levels 1-3.
 myst_heading_anchors = 3
 
@@ -59,13 +59,24 @@ myst_heading_anchors = 3
 autodoc_default_options = {
     "members": True,
     "member-order": "bysource",
-    "show-inheritance": False,
 }
 autodoc_typehints = "description"
 autodoc_inherit_docstrings = False  # Keras' own docstrings stay in Keras' documentation
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
+
+
+def _own_init_signature(app, what, name, obj, options, signature, return_annotation):
+    """keras.Model defines ``__new__(cls, *args, **kwargs)``, which autodoc would show as the
+    signature of every model class (``kvae.VAE(*args, **kwargs)``); show the class's own
+    ``__init__`` arguments instead."""
+    if what == "class" and signature == "(*args, **kwargs)" and "__init__" in vars(obj):
+        sig = inspect.signature(obj.__init__)
+        params = list(sig.parameters.values())[1:]  # without self
+        return str(sig.replace(parameters=params)), return_annotation
+    return None
+
 
 # ----- tutorial (sphinx-gallery) --------------------------------------------------------
 # Every build runs the tutorial: one that no longer runs fails CI.
@@ -142,6 +153,7 @@ def _quote_check_encoder_shape(app, what, name, obj, options, lines):
 
 
 def setup(app):
+    app.connect("autodoc-process-signature", _own_init_signature)
     app.connect("autodoc-process-docstring", _quote_check_encoder_shape)
     if _EXPORT_PAGE_MISSING:
         import logging
