@@ -88,6 +88,9 @@ setup(
             # optional layers in a layers contract with containers): written against 2.17.
             "import-linter>=2.17",
         ],
+        # The documentation site (tox -e docs): Sphinx with autodoc, MyST for the markdown
+        # pages, the furo theme, sphinx-gallery for the tutorial it runs at every build.
+        "docs": ["sphinx>=8.1", "furo>=2024.8.6", "myst-parser>=4", "sphinx-gallery>=0.17"],
     },
     entry_points=ENTRY_POINTS,
 )
