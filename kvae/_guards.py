@@ -217,15 +217,14 @@ class InterruptGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self._requested:
-            self._backup._save_model()  # its epoch is this one: it runs again on resume
+            self._backup.save()  # its epoch is this one: it runs again on resume
             self._checkpoint.save(self._epoch, partial=True)
             where = f"in epoch {self._epoch + 1} after batch {batch + 1} (the epoch runs again on resume)"
             raise self._run.fail(TrainingInterrupted(self._message(where)))
 
     def on_epoch_end(self, epoch, logs=None):
         if self._requested:  # the backup of this epoch's end is written (it runs before)
-            if self._checkpoint._saved != (epoch + 1, False):
-                self._checkpoint.save(epoch + 1)
+            self._checkpoint.save_complete(epoch + 1)
             raise self._run.fail(TrainingInterrupted(self._message(f"after epoch {epoch + 1}")))
 
     def on_train_end(self, logs=None):
