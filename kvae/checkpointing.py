@@ -474,6 +474,37 @@ def _get(config, key, default):
     return getattr(config, key, default)
 
 
+def _checked_options(config):
+    """``(on_nan, checkpoint_every)`` of ``config``, checked."""
+    on_nan = _get(config, "on_nan", "stop")
+    every = _get(config, "checkpoint_every", 1)
+    if on_nan not in ON_NAN:
+        raise ConfigError(
+            f"Expected `on_nan` to be one of {', '.join(map(repr, ON_NAN))}. "
+            f"Received: on_nan={on_nan!r}"
+        )
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"Expected `checkpoint_every` to be an integer >= 1. Received: {every!r}")
+    return on_nan, every
+
+
+def _backup_schedule(backup_seconds, backup_steps):
+    """Seconds between timed backups (checked): none (inf) when backing up by steps, or under
+    several workers, which back up at epoch ends since all must save at the same step."""
+    from kvae.distribute import num_workers
+
+    seconds = _backup_seconds(backup_seconds)
+    if backup_steps is not None and (
+        isinstance(backup_steps, bool) or not isinstance(backup_steps, int) or backup_steps < 1
+    ):
+        raise ConfigError(
+            f"Expected `backup_steps` to be None or an integer >= 1. Received: {backup_steps!r}"
+        )
+    if backup_steps is not None or num_workers() > 1:
+        return float("inf")
+    return seconds
+
+
 def training_callbacks(run_dir, config=None, *, backup_seconds=None, backup_steps=None):
     """The callbacks that make a ``fit`` in ``run_dir`` safe to kill, interrupt and resume.
 
@@ -494,28 +525,12 @@ def training_callbacks(run_dir, config=None, *, backup_seconds=None, backup_step
         are. They raise :class:`~kvae.errors.TrainingError` after a NaN and
         :class:`~kvae.errors.TrainingInterrupted` after Ctrl-C.
     """
-    from kvae.distribute import is_chief, num_workers
+    from kvae.distribute import is_chief
 
     run_dir = os.fspath(run_dir)
     resume = bool(_get(config, "resume", False))
-    on_nan = _get(config, "on_nan", "stop")
-    every = _get(config, "checkpoint_every", 1)
-    if on_nan not in ON_NAN:
-        raise ConfigError(
-            f"Expected `on_nan` to be one of {', '.join(map(repr, ON_NAN))}. "
-            f"Received: on_nan={on_nan!r}"
-        )
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ConfigError(f"Expected `checkpoint_every` to be an integer >= 1. Received: {every!r}")
-    seconds = _backup_seconds(backup_seconds)
-    if backup_steps is not None and (
-        isinstance(backup_steps, bool) or not isinstance(backup_steps, int) or backup_steps < 1
-    ):
-        raise ConfigError(
-            f"Expected `backup_steps` to be None or an integer >= 1. Received: {backup_steps!r}"
-        )
-    if backup_steps is not None or num_workers() > 1:
-        seconds = float("inf")  # by steps, or at epoch ends: the same step on every worker
+    on_nan, every = _checked_options(config)
+    seconds = _backup_schedule(backup_seconds, backup_steps)
     run = _Run(run_dir, chief=is_chief())
     backup = _Backup(run, seconds=seconds, steps=backup_steps, resume=resume)
     checkpoint = _Checkpoint(run, every)
