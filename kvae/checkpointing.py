@@ -1,4 +1,4 @@
-"""Lose nothing: checkpoints, resumable backups, Ctrl-C and NaN handling for ``fit``.
+"""Lose nothing: checkpoints, resumable backups, Ctrl-C, SIGTERM and NaN handling for ``fit``.
 
     from kvae.checkpointing import training_callbacks
     model.fit(data, epochs=20, callbacks=training_callbacks("runs/my-run", config))
@@ -25,7 +25,7 @@ final name (Keras writes in place, so a kill mid-write would leave a torn backup
 kvae's own backup schedule too (every ``backup_steps`` steps, counted across compiled calls
 and epochs as Keras' ``save_freq`` counts them, or every ``backup_seconds``: Keras has no
 timer), the latent sampling state, the message that names the term and step that went bad,
-``on_nan="skip"``, the Ctrl-C handler with its resume command, and the scratch
+``on_nan="skip"``, the Ctrl-C and SIGTERM handler with its resume command, and the scratch
 folder of non-chief workers. ``tf.train.CheckpointManager`` is not used: its TensorFlow
 checkpoints are not ``.keras`` files that ``kvae.load_model`` reads, and the backup above
 already is the resumable state, so it would be a third copy of the same weights.
@@ -45,6 +45,10 @@ Ctrl-C (SIGINT), first press: the current compiled call (``steps_per_execution``
 the backup and the checkpoint are written, and :class:`~kvae.errors.TrainingInterrupted` is
 raised with the command that resumes the run (the command line exits with 130). Second
 press: an ordinary ``KeyboardInterrupt`` at once.
+
+SIGTERM (what Kubernetes, SLURM and preemptible VMs send before a grace period ends in
+SIGKILL): the same as a first Ctrl-C, the error's ``signum`` saying which (the command line
+exits with 143). A repeated SIGTERM is ignored: the save it asks for is under way.
 
 NaN or inf: with ``on_nan="stop"`` (default) training stops at the first compiled call whose
 loss is not finite, and a ``TrainingError`` names the term that went bad, the epoch and steps,
@@ -523,7 +527,7 @@ def training_callbacks(run_dir, config=None, *, backup_seconds=None, backup_step
     Returns:
         A list of Keras callbacks, in the order they must run: pass them to ``fit`` as they
         are. They raise :class:`~kvae.errors.TrainingError` after a NaN and
-        :class:`~kvae.errors.TrainingInterrupted` after Ctrl-C.
+        :class:`~kvae.errors.TrainingInterrupted` after Ctrl-C or SIGTERM.
     """
     from kvae.distribute import is_chief
 

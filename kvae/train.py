@@ -9,9 +9,9 @@
 A run directory holds::
 
     run.json          kvae's marker: versions, status, times, epochs, the steps per compiled
-                      call that ran. Status "running", "finished", "interrupted" (Ctrl-C) or
-                      "failed" (a NaN loss or any error), the last two with the "reason" and
-                      the "resume" command
+                      call that ran. Status "running", "finished", "interrupted" (Ctrl-C,
+                      SIGTERM) or "failed" (a NaN loss or any error), the last two with the
+                      "reason" and the "resume" command
     config.json       the resolved TrainConfig (TrainConfig.from_file reads it back)
     model.keras       the final model (written to a temporary name, then renamed)
     metrics.json      final test metrics: model.evaluate's loss/elbo/reconstruction/kl, active
@@ -44,6 +44,7 @@ import numpy as np
 
 from kvae import _files, _precision, distribute
 from kvae._choices import CHECKPOINT_DIR, SLOTS
+from kvae._guards import sigterm_interrupts
 from kvae._progress import resolve_verbose
 from kvae._version import __version__
 from kvae.checkpointing import (
@@ -447,8 +448,8 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
     Returns:
         A :class:`RunResult`.
 
-    However training ends, ``run.json`` says so: "finished", "interrupted" (Ctrl-C:
-    :class:`~kvae.errors.TrainingInterrupted`) or "failed" (anything else raised), the last
+    However training ends, ``run.json`` says so: "finished", "interrupted" (Ctrl-C or
+    SIGTERM: :class:`~kvae.errors.TrainingInterrupted`) or "failed" (anything else raised), the last
     two with the reason and the command that resumes the run.
     """
     config = _as_config(config)
@@ -470,10 +471,11 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
     out = run_dir if chief else tempfile.mkdtemp(prefix="kvae-worker-")
     ending = ("failed", "the run did not start")
     try:
-        if chief:
-            _start_run_dir(run_dir, config, model)
-        _announce_compile(model, verbose)
-        result = _train(config, model, arrays, run_dir, out, robust, list(callbacks), verbose)
+        with sigterm_interrupts(run_dir):
+            if chief:
+                _start_run_dir(run_dir, config, model)
+            _announce_compile(model, verbose)
+            result = _train(config, model, arrays, run_dir, out, robust, list(callbacks), verbose)
         ending = None
         return result
     except BaseException as err:

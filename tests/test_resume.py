@@ -1,5 +1,5 @@
 """Interruption: a real `kvae train` killed with SIGKILL mid-epoch and resumed, Ctrl-C
-(SIGINT), a checkpoint write that fails, and the resume helpers.
+(SIGINT) and SIGTERM, a checkpoint write that fails, and the resume helpers.
 
 Subprocesses have time limits and are killed in a ``finally``.
 """
@@ -109,8 +109,10 @@ def interactive_sigint():
     (a test run started with SIGINT ignored, as a background job, would not have it), put
     back as it was afterwards. Subprocesses started meanwhile start with the default."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_term = signal.getsignal(signal.SIGTERM)
     yield
     signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGTERM, previous_term)
 
 
 # ----- SIGKILL in the middle of an epoch, then --resume ----------------------------------------
@@ -215,6 +217,54 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert [int(r["epoch"]) for r in _history(run)] == list(range(until))
 
 
+# Kubernetes' default grace period between SIGTERM and SIGKILL (terminationGracePeriodSeconds);
+# SLURM's KillWait defaults to 30 s too. Saving this run takes ~1 s; exiting, a few more.
+GRACE_SECONDS = 30
+
+
+@pytest.mark.slow
+def test_sigterm_saves_within_the_grace_period_and_says_how_to_resume(tmp_path):
+    """SIGTERM as Kubernetes, SLURM or a preemptible VM sends it: the backup and checkpoint
+    are saved within the grace period, exit status 143 (128 + SIGTERM), no traceback;
+    run.json says "interrupted" with the resume command, and --resume goes on."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        _command("train", *TRAIN_ARGS, "--epochs", 50, "--run-dir", run),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_and_signal(proc, lambda: _rows_written(run), signal.SIGTERM)  # after epoch 1
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err[-3000:]
+    assert took < GRACE_SECONDS, took
+    assert "Traceback" not in err
+    assert "SIGTERM received" in err and "Interrupted by SIGTERM" in err
+    assert f"Resume with: kvae train --resume {run}" in err
+    state = resume_state(run)
+    assert state is not None and state["epoch"] >= 1
+    assert isinstance(kvae.load_model(run / "checkpoints" / "last.keras"), kvae.VAE)
+    info = _read_json(run / "run.json")
+    assert info["status"] == "interrupted", info
+    assert info["reason"].startswith("Interrupted by SIGTERM ")
+    assert info["resume"] == f"kvae train --resume {run}"
+
+    until = state["epoch"] + 1
+    code, out, err = _kvae("train", "--resume", run, "--epochs", until)
+    assert code == 0, err[-3000:]
+    assert f"Epoch {until}/{until}" in out and f"Epoch {until - 1}/" not in out
+    assert _read_json(run / "run.json")["status"] == "finished"
+    assert [int(r["epoch"]) for r in _history(run)] == list(range(until))
+
+
 def _model():
     model = kvae.VAE(data_shape=(8, 8, 1), latent_dim=2, seed=0)
     model.compile(steps_per_execution=1)
@@ -224,13 +274,24 @@ def _model():
 X = np.random.default_rng(0).random((128, 8, 8, 1)).astype("float32")
 
 
-def test_sigint_in_process_stops_cleanly(tmp_path):
-    class CtrlC(keras.callbacks.Callback):
+def _survive(signum, frame):
+    """Stands in for SIGTERM's default (which would end the test run) where kvae's handler
+    should be installed: a test then fails instead of killing pytest."""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_signal_in_process_stops_cleanly(tmp_path, sig):
+    """Ctrl-C or SIGTERM at a step: the backup and checkpoint of that step are written and
+    TrainingInterrupted says how to resume (``signum``: which signal); resuming continues."""
+
+    class Signal(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             if batch == 2:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), sig)
 
-    before = signal.getsignal(signal.SIGINT)
+    if sig == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, _survive)
+    before = signal.getsignal(sig)
     model = _model()
     with pytest.raises(TrainingInterrupted, match="Resume with: kvae train --resume") as info:
         model.fit(
@@ -238,17 +299,20 @@ def test_sigint_in_process_stops_cleanly(tmp_path):
             epochs=3,
             batch_size=16,
             verbose=0,
-            callbacks=[*training_callbacks(tmp_path), CtrlC()],
+            callbacks=[*training_callbacks(tmp_path), Signal()],
         )
     assert isinstance(info.value, TrainingError)
-    assert "in epoch 1 after batch" in str(info.value)
-    assert signal.getsignal(signal.SIGINT) is before  # the handler is given back
+    assert info.value.signum == sig
+    by = "by SIGTERM " if sig == signal.SIGTERM else ""
+    assert f"Interrupted {by}in epoch 1 after batch 4" in str(info.value)
+    assert signal.getsignal(sig) is before  # the handler is given back
     assert resume_state(tmp_path)["epoch"] == 0  # epoch 1 runs again on resume
     assert _read_json(tmp_path / "checkpoints" / "state.json")["partial_epoch"] is True
     kvae.load_model(tmp_path / "checkpoints" / "last.keras")
 
     # Resume: the restored model continues from the interrupted step.
     step = resume_state(tmp_path)["step"]
+    assert step == 4  # the guard runs before Signal: it sees the signal one step later
     model = _model()
     history = model.fit(
         X,
@@ -261,30 +325,109 @@ def test_sigint_in_process_stops_cleanly(tmp_path):
     assert int(model.optimizer.iterations.numpy()) == step + len(X) // 16
 
 
+def test_a_repeated_sigterm_does_not_stop_the_save_a_second_ctrl_c_does(tmp_path):
+    """A job manager may send SIGTERM to every process of a job: the second one must not cut
+    the save short. A Ctrl-C after it stops at once (KeyboardInterrupt)."""
+
+    class Twice(keras.callbacks.Callback):
+        def __init__(self, second):
+            super().__init__()
+            self.second = second
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), self.second)
+
+    signal.signal(signal.SIGTERM, _survive)
+    try:
+        _model().fit(
+            X,
+            batch_size=16,
+            verbose=0,
+            callbacks=[*training_callbacks(tmp_path), Twice(signal.SIGTERM)],
+        )
+    except KeyboardInterrupt:  # not through pytest.raises: it would end the test session
+        pytest.fail("a repeated SIGTERM stopped training at once, before the save")
+    except TrainingInterrupted as err:
+        assert "Interrupted by SIGTERM in epoch 1" in str(err)
+    else:
+        pytest.fail("SIGTERM did not stop training")
+    assert resume_state(tmp_path)["step"] == 4  # saved after the repeated SIGTERM too
+    with pytest.raises(KeyboardInterrupt):
+        _model().fit(
+            X,
+            batch_size=16,
+            verbose=0,
+            callbacks=[*training_callbacks(tmp_path / "b"), Twice(signal.SIGINT)],
+        )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is _survive
+
+
+def test_sigterm_after_the_epochs_is_recorded_and_the_run_resumes(tmp_path):
+    """SIGTERM while train() saves the model and computes the test metrics (outside fit):
+    run.json says "interrupted" with the resume command, and --resume finishes the run."""
+    from kvae.config import TrainConfig
+    from kvae.train import train
+
+    class Late(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):  # after kvae's guard gave its handler back
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    config = TrainConfig(
+        dataset="digits",
+        max_train_examples=64,
+        max_test_examples=16,
+        batch_size=32,
+        epochs=2,
+        validation="none",
+        image_every=0,
+        projector=False,
+        eval_num_samples=0,
+        jit=False,
+    )
+    signal.signal(signal.SIGTERM, _survive)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="Interrupted by SIGTERM") as info:
+        train(config, run, callbacks=[Late()], verbose=0)
+    assert info.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is _survive
+    record = _read_json(run / "run.json")
+    assert record["status"] == "interrupted", record
+    assert record["reason"].startswith("Interrupted by SIGTERM")
+    assert record["resume"] == f"kvae train --resume {run}"
+    result = train(resume_config(run), run, verbose=0)
+    assert _read_json(run / "run.json")["status"] == "finished"
+    assert result.metrics["epochs_completed"] == 2 and result.history == {}
+
+
 def _own_handler(signum, frame):
     pass
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 @pytest.mark.parametrize(
     "handler",
     [signal.SIG_IGN, signal.SIG_DFL, _own_handler],
     ids=["ignored", "default", "own-handler"],
 )
-def test_training_leaves_an_ignored_sigint_alone_and_gives_any_other_back(tmp_path, handler):
+def test_training_leaves_an_ignored_signal_alone_and_gives_any_other_back(tmp_path, handler, sig):
     """nohup and a shell's background jobs start a process with SIGINT ignored, and Python
-    leaves it so: training must not take it over. Any other handler is replaced by kvae's
-    during training and is exactly the one found afterwards (SIG_DFL too, which is 0)."""
+    leaves it so: training must not take it over (nor an ignored SIGTERM). Any other handler
+    is replaced by kvae's during training and is exactly the one found afterwards (SIG_DFL
+    too, which is 0)."""
     seen = []
 
     class Look(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            seen.append(signal.getsignal(signal.SIGINT))
+            seen.append(signal.getsignal(sig))
 
-    signal.signal(signal.SIGINT, handler)
+    signal.signal(sig, handler)
     callbacks = [*training_callbacks(tmp_path), Look()]
     _model().fit(X, epochs=1, batch_size=32, verbose=0, callbacks=callbacks)
     assert (seen[0] is handler) == (handler is signal.SIG_IGN), seen
-    assert signal.getsignal(signal.SIGINT) is handler
+    assert signal.getsignal(sig) is handler
 
 
 # ----- a checkpoint write that fails ------------------------------------------------------------
