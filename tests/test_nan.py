@@ -244,7 +244,7 @@ class RepairFuse(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self._current == self.epoch and batch == self.batch:
-            for layer in self.model._flatten_layers():
+            for layer in _all_layers(self.model):
                 if isinstance(layer, Fuse):
                     layer.fuse.assign(1.0)
 
