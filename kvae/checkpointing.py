@@ -23,10 +23,9 @@ raise_error=True)``. Keras writes ``history.csv``: ``keras.callbacks.CSVLogger``
 only what those do not do: every file written under a temporary name and moved onto its
 final name (Keras writes in place, so a kill mid-write would leave a torn backup), and so
 kvae's own backup schedule too (every ``backup_steps`` steps, counted across compiled calls
-and epochs as Keras' ``save_freq`` counts them, or every ``backup_seconds``: Keras has no
-timer), the latent sampling state, the message that names the term and step that went bad,
-``on_nan="skip"``, the Ctrl-C and SIGTERM handler with its resume command, and the scratch
-folder of non-chief workers. ``tf.train.CheckpointManager`` is not used: its TensorFlow
+and epochs, or every ``backup_seconds``: Keras has no timer), the latent sampling state, the
+message that names the term and step that went bad, ``on_nan="skip"``, the Ctrl-C and
+SIGTERM handler with its resume command, and the scratch folder of non-chief workers. ``tf.train.CheckpointManager`` is not used: its TensorFlow
 checkpoints are not ``.keras`` files that ``kvae.load_model`` reads, and the backup above
 already is the resumable state, so it would be a third copy of the same weights.
 
@@ -264,9 +263,10 @@ class _Backup(keras.callbacks.Callback):
     (``kvae._keras_private``), the state file holding the sampling state and the step too. A
     kill between the two leaves the new weights with the previous state file: the resumed run
     repeats at most the steps since the previous backup, on slightly newer weights, and
-    nothing is torn. It saves every ``steps`` training steps (counted across compiled calls
-    and across epoch ends, as Keras' ``save_freq`` counts them), after any compiled call once
-    ``seconds`` have passed, and at every epoch end; restores only when ``resume`` is set,
+    nothing is torn. It saves at the end of the compiled call in which ``steps`` training
+    steps have passed since the last such save (counted across epoch ends, as Keras'
+    ``save_freq`` is meant to: Keras counts one step too few in the first call of every
+    epoch when a call runs several steps), after any compiled call once ``seconds`` have passed, and at every epoch end; restores only when ``resume`` is set,
     and keeps the backup when training ends."""
 
     def __init__(self, run, *, seconds, steps, resume):
@@ -520,7 +520,7 @@ def training_callbacks(run_dir, config=None, *, backup_seconds=None, backup_step
         backup_seconds: seconds between backups within an epoch (default
             ``$KVAE_BACKUP_SECONDS`` or 60; 0 = after every compiled call). Epoch ends always
             back up.
-        backup_steps: back up every this many steps instead (Keras' ``save_freq``). Default
+        backup_steps: back up every this many steps instead (like Keras' ``save_freq``). Default
             under several workers: at epoch ends only, since all workers must save at the same
             step.
 
