@@ -25,9 +25,10 @@ final name (Keras writes in place, so a kill mid-write would leave a torn backup
 kvae's own backup schedule too (every ``backup_steps`` steps, counted across compiled calls
 and epochs, or every ``backup_seconds``: Keras has no timer), the latent sampling state, the
 message that names the term and step that went bad, ``on_nan="skip"``, the Ctrl-C and
-SIGTERM handler with its resume command, and the scratch folder of non-chief workers. ``tf.train.CheckpointManager`` is not used: its TensorFlow
-checkpoints are not ``.keras`` files that ``kvae.load_model`` reads, and the backup above
-already is the resumable state, so it would be a third copy of the same weights.
+SIGTERM handler with its resume command, and the scratch folder of non-chief workers.
+``tf.train.CheckpointManager`` is not used: its TensorFlow checkpoints are not ``.keras``
+files that ``kvae.load_model`` reads, and the backup above already is the resumable state, so
+it would be a third copy of the same weights.
 
 A write that fails (disk full, folder gone or read-only) raises
 :class:`~kvae.errors.TrainingError` naming the path; the previous files stay as they were.
@@ -266,8 +267,9 @@ class _Backup(keras.callbacks.Callback):
     nothing is torn. It saves at the end of the compiled call in which ``steps`` training
     steps have passed since the last such save (counted across epoch ends, as Keras'
     ``save_freq`` is meant to: Keras counts one step too few in the first call of every
-    epoch when a call runs several steps), after any compiled call once ``seconds`` have passed, and at every epoch end; restores only when ``resume`` is set,
-    and keeps the backup when training ends."""
+    epoch when a call runs several steps), after any compiled call once ``seconds`` have
+    passed, and at every epoch end; restores only when ``resume`` is set, and keeps the
+    backup when training ends."""
 
     def __init__(self, run, *, seconds, steps, resume):
         super().__init__()
