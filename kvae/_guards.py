@@ -237,9 +237,8 @@ class InterruptGuard(keras.callbacks.Callback):
             raise self._stop(f"{where} (the epoch runs again on resume)")
 
     def on_epoch_end(self, epoch, logs=None):
-        if (
-            self._requested is not None
-        ):  # the backup of this epoch's end is written (it runs before)
+        if self._requested is not None:
+            # The backup of this epoch's end is written (its callback runs before this one).
             self._checkpoint.save_complete(epoch + 1)
             raise self._stop(f"after epoch {epoch + 1}")
 
