@@ -74,9 +74,23 @@ setup(
         "packaging>=22",
         # load("digits") uses scikit-learn's bundled copy (offline).
         "scikit-learn>=1.3",
+        # kvae.evaluation and kvae.plots: logsumexp, log_softmax, ndtri (imported directly,
+        # not left to come through scikit-learn).
+        "scipy>=1.10",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            # tests/test_architecture.py checks .importlinter's contracts (acyclic_siblings,
+            # optional layers in a layers contract with containers): written against 2.17.
+            "import-linter>=2.17",
+        ],
+        # The documentation site (tox -e docs): Sphinx with autodoc, MyST for the markdown
+        # pages, the furo theme, sphinx-gallery for the tutorial it runs at every build.
+        "docs": ["sphinx>=8.1", "furo>=2024.8.6", "myst-parser>=4", "sphinx-gallery>=0.17"],
     },
     entry_points=ENTRY_POINTS,
 )

@@ -4,6 +4,7 @@ The model, the config, the command line, the registry and ``kvae.testing`` all r
 names from here. This module imports nothing (the command line reads it without TensorFlow).
 """
 
+from types import MappingProxyType
 from typing import NamedTuple
 
 OBJECTIVES = ("elbo", "iwae")
@@ -15,7 +16,23 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = (None, "burda")
 # Estimators of log p(x) (kvae.evaluation; "auto" picks the best that applies).
 LOGLIK_METHODS = ("iwae", "exact", "quadrature", "ais")
-PRECISIONS = ("float32", "bf16")
+# The options of AIS and their defaults (kvae.evaluation.ais; the command line shows them).
+AIS_DEFAULTS = MappingProxyType(
+    {
+        "num_temperatures": 100,
+        "num_chains": 16,
+        "num_leapfrog_steps": 5,
+        "warmup_chains": 4,
+        "target_accept": 0.65,
+        "init_step_size": None,
+        "start": "posterior",
+        "batch_size": 50,
+        "seed": 0,
+    }
+)
+# A run's precision -> the Keras dtype policy its model is built under (kvae._precision).
+PRECISION_POLICIES = MappingProxyType({"float32": "float32", "bf16": "mixed_bfloat16"})
+PRECISIONS = tuple(PRECISION_POLICIES)
 
 # Training steps that one compiled call runs by default. At the Keras-example size
 # (784-512-2, batch 128) the step's arithmetic takes ~1.5 ms on a 2-core CPU, so the

@@ -1,9 +1,11 @@
 """The two ways kvae stops a ``fit`` on purpose: a loss that is not finite (on Keras'
-``TerminateOnNaN``) and Ctrl-C. Private: :func:`kvae.checkpointing.training_callbacks` puts
-them in order around the callbacks that save. ``run`` is that module's ``_Run``: where the
-last good files are (for the messages) and the clean-up before an error leaves ``fit``."""
+``TerminateOnNaN``) and a signal (Ctrl-C or SIGTERM). Private:
+:func:`kvae.checkpointing.training_callbacks` puts them in order around the callbacks that
+save. ``run`` is that module's ``_Run``: where the last good files are (for the messages)
+and the clean-up before an error leaves ``fit``."""
 
 import contextlib
+import shlex
 import signal
 import sys
 import threading
@@ -162,13 +164,22 @@ def _scalar(value):
     return float(np.mean(np.asarray(value, dtype=np.float64)))
 
 
+# The signals that stop training after a save, and the handler to put back where the one
+# found was not set from Python (signal.getsignal gives None).
+_SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
 class InterruptGuard(keras.callbacks.Callback):
-    """First Ctrl-C: at the end of the current compiled call, save the backup and the
-    checkpoint and raise TrainingInterrupted (a raise, so Keras neither ends the epoch as if it
-    were complete nor prints it so). Pressed during validation: the epoch ends, then the same.
-    A second Ctrl-C raises ``KeyboardInterrupt`` at once. Installed only in the main thread,
-    and not where SIGINT is ignored (``nohup``, a shell's background job: Python itself leaves
-    such a process's SIGINT ignored). The handler found is put back when training ends."""
+    """First Ctrl-C (SIGINT) or SIGTERM (what Kubernetes, SLURM and preemptible VMs send,
+    then SIGKILL when their grace period ends): at the end of the current compiled call, save
+    the backup and the checkpoint and raise TrainingInterrupted, whose ``signum`` is the
+    signal (a raise, so Keras neither ends the epoch as if it were complete nor prints it so).
+    Received during validation: the epoch ends, then the same. A second Ctrl-C raises
+    ``KeyboardInterrupt`` at once; a repeated SIGTERM is ignored (the save it asks for is
+    under way, and a job manager may send it to every process of a job). Installed only in
+    the main thread, and for neither signal where it is ignored (``nohup`` and a shell's
+    background jobs leave SIGINT ignored, and Python leaves it so). The handlers found are
+    put back when training ends."""
 
     def __init__(self, run, backup, checkpoint, stream=None):
         super().__init__()
@@ -176,66 +187,109 @@ class InterruptGuard(keras.callbacks.Callback):
         self._backup = backup
         self._checkpoint = checkpoint
         self._stream = stream
-        self._previous = None
-        self._installed = False
-        self._requested = False
+        self._previous = {}  # signal -> the handler found, while kvae's is installed
+        self._requested = None  # the signal received
         self._epoch = 0
 
     def _handler(self, signum, frame):
-        if self._requested:
-            self._uninstall()
-            raise KeyboardInterrupt
-        self._requested = True
+        if self._requested is not None:
+            if signum == signal.SIGINT:
+                self._uninstall()
+                raise KeyboardInterrupt
+            return
+        self._requested = signal.Signals(signum)
+        if signum == signal.SIGINT:
+            what, now = "Interrupt", "press Ctrl-C again to stop at once"
+        else:
+            what, now = self._requested.name, "Ctrl-C or SIGKILL stops at once"
         print(
-            "\nInterrupt received: finishing the current step, then saving a checkpoint "
-            "(press Ctrl-C again to stop at once).",
+            f"\n{what} received: finishing the current step, then saving a checkpoint ({now}).",
             file=self._stream or sys.stderr,
             flush=True,
         )
 
     def _uninstall(self):
-        if self._installed:
-            # None: a handler not set from Python, which cannot be put back as it was.
-            previous = signal.default_int_handler if self._previous is None else self._previous
+        for signum, found in self._previous.items():
             with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signal.SIGINT, previous)
-            self._installed = False
+                signal.signal(signum, _SIGNALS[signum] if found is None else found)
+        self._previous = {}
 
     def on_train_begin(self, logs=None):
-        self._requested = False
+        self._requested = None
         if threading.current_thread() is not threading.main_thread():
             return
-        self._previous = signal.getsignal(signal.SIGINT)
-        if self._previous is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
-            if self._uninstall not in self._run.on_release:
-                self._run.on_release.append(self._uninstall)
+        for signum in _SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is not signal.SIG_IGN:
+                signal.signal(signum, self._handler)
+                self._previous[signum] = previous
+        if self._previous and self._uninstall not in self._run.on_release:
+            self._run.on_release.append(self._uninstall)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._requested:
-            self._backup._save_model()  # its epoch is this one: it runs again on resume
+        if self._requested is not None:
+            self._backup.save()  # its epoch is this one: it runs again on resume
             self._checkpoint.save(self._epoch, partial=True)
-            where = f"in epoch {self._epoch + 1} after batch {batch + 1} (the epoch runs again on resume)"
-            raise self._run.fail(TrainingInterrupted(self._message(where)))
+            where = f"in epoch {self._epoch + 1} after batch {batch + 1}"
+            raise self._stop(f"{where} (the epoch runs again on resume)")
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._requested:  # the backup of this epoch's end is written (it runs before)
-            if self._checkpoint._saved != (epoch + 1, False):
-                self._checkpoint.save(epoch + 1)
-            raise self._run.fail(TrainingInterrupted(self._message(f"after epoch {epoch + 1}")))
+        if self._requested is not None:
+            # The backup of this epoch's end is written (its callback runs before this one).
+            self._checkpoint.save_complete(epoch + 1)
+            raise self._stop(f"after epoch {epoch + 1}")
 
     def on_train_end(self, logs=None):
         self._run.release()
 
-    def _message(self, where):
+    def _stop(self, where):
+        """The TrainingInterrupted to raise (the handlers given back)."""
         saved = [f"checkpoint {self._run.last_checkpoint[0]}"] if self._run.last_checkpoint else []
         if self._run.last_backup:
             saved.append(f"backup {self._run.last_backup[0]}")
-        return (
-            f"Interrupted {where}, at training step {training_step(self.model)}. Saved the "
-            f"{' and the '.join(saved) or 'state'}. Resume with: kvae train --resume RUN_DIR"
+        by = "" if self._requested == signal.SIGINT else f"by {self._requested.name} "
+        error = self._run.fail(
+            TrainingInterrupted(
+                f"Interrupted {by}{where}, at training step {training_step(self.model)}. Saved "
+                f"the {' and the '.join(saved) or 'state'}. Resume with: kvae train --resume "
+                "RUN_DIR"
+            )
         )
+        error.signum = self._requested
+        return error
+
+
+@contextlib.contextmanager
+def sigterm_interrupts(run_dir):
+    """Within: SIGTERM raises TrainingInterrupted (``signum`` SIGTERM) at once, so a run
+    stopped outside ``fit`` (saving the model, the test metrics) records how it ended. Inside
+    ``fit`` :class:`InterruptGuard` replaces this handler and puts it back. Not installed
+    outside the main thread, nor where SIGTERM is ignored."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    ):
+        yield
+        return
+    received = []
+
+    def handler(signum, frame):
+        if received:  # repeated: the clean-up the first one started is under way
+            return
+        received.append(signum)
+        error = TrainingInterrupted(
+            "Interrupted by SIGTERM outside the training epochs (the backup keeps every "
+            f"finished epoch). Resume with: kvae train --resume {shlex.quote(run_dir)}"
+        )
+        error.signum = signal.SIGTERM
+        raise error
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError, TypeError):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -5,9 +5,9 @@ bfloat16, weights stay float32, kvae's heads and the loss compute in float32). I
 ``kvae.VAE(..., dtype="mixed_bfloat16")`` (or Keras' global policy set before building
 it); a saved model keeps its policy.
 
-When bf16 pays (``scripts/compare_precision.py``, ``scripts/gemm_rates.py``; figures in the
-README): on CPUs with AMX / AVX512_BF16, TensorFlow's oneDNN convolutions run in bfloat16, so
-the conv path (no XLA) gained (1.23x, quiet machine). The 784-512-2 MLP did not (0.93x with
+When bf16 pays (``scripts/compare_precision.py``, ``scripts/gemm_rates.py``; figures in
+docs/performance.md): on CPUs with AMX / AVX512_BF16, TensorFlow's oneDNN convolutions run in bfloat16, so
+the conv path (no XLA) gained (1.34x in the performance table, quiet machine). The 784-512-2 MLP did not (0.93x with
 XLA, 1.00x without): XLA on CPU computes bfloat16 products at its float32 rate, and without
 XLA the step's other ops cost more than AMX saves. Test nats stayed within the seed spread on
 6,400 images; on all of MNIST the conv VAE lost 3.8-5.1 nats after 3 epochs (2 seeds). Not a
@@ -16,20 +16,21 @@ default.
 
 import contextlib
 
-__all__ = ["PRECISIONS", "policy", "policy_scope", "scope"]
+from kvae._choices import PRECISION_POLICIES, PRECISIONS
 
-PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16"}
+__all__ = ["PRECISIONS", "policy", "policy_scope", "scope"]
 
 
 def policy(precision):
+    """The Keras dtype policy name of a run's ``precision`` (``kvae._choices``' table)."""
     from kvae.errors import ConfigError
 
-    if precision not in PRECISIONS:
+    if precision not in PRECISION_POLICIES:
         raise ConfigError(
             f"Expected `precision` to be one of {sorted(PRECISIONS)}. Received: "
             f"precision={precision!r}."
         )
-    return PRECISIONS[precision]
+    return PRECISION_POLICIES[precision]
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Lose nothing: checkpoints, resumable backups, Ctrl-C and NaN handling for ``fit``.
+"""Lose nothing: checkpoints, resumable backups, Ctrl-C, SIGTERM and NaN handling for ``fit``.
 
     from kvae.checkpointing import training_callbacks
     model.fit(data, epochs=20, callbacks=training_callbacks("runs/my-run", config))
@@ -15,18 +15,20 @@
                               the run finishes, so a finished run can be trained longer
     history.csv               one row per finished epoch (``keras.callbacks.CSVLogger``)
 
-What is Keras' and what is kvae's. Keras decides when a step backup is due and restores a
-backup (weights, optimizer, the epoch to start from): ``keras.callbacks.BackupAndRestore``.
+What is Keras' and what is kvae's. Keras restores a backup (weights, optimizer, the epoch to
+start from): ``keras.callbacks.BackupAndRestore``, through its public ``on_train_begin``.
 Keras detects a non-finite loss and stops by raising, so nothing after it (no backup, no
 checkpoint, no history row) sees the bad step: ``keras.callbacks.TerminateOnNaN(
 raise_error=True)``. Keras writes ``history.csv``: ``keras.callbacks.CSVLogger``. kvae adds
 only what those do not do: every file written under a temporary name and moved onto its
-final name (Keras writes in place, so a kill mid-write would leave a torn backup), the latent
-sampling state, a save every ``backup_seconds``, the message that names the term and step
-that went bad, ``on_nan="skip"``, the Ctrl-C handler with its resume command, and the scratch
-folder of non-chief workers. ``tf.train.CheckpointManager`` is not used: its TensorFlow
-checkpoints are not ``.keras`` files that ``kvae.load_model`` reads, and the backup above
-already is the resumable state, so it would be a third copy of the same weights.
+final name (Keras writes in place, so a kill mid-write would leave a torn backup), and so
+kvae's own backup schedule too (every ``backup_steps`` steps, counted across compiled calls
+and epochs, or every ``backup_seconds``: Keras has no timer), the latent sampling state, the
+message that names the term and step that went bad, ``on_nan="skip"``, the Ctrl-C and
+SIGTERM handler with its resume command, and the scratch folder of non-chief workers.
+``tf.train.CheckpointManager`` is not used: its TensorFlow checkpoints are not ``.keras``
+files that ``kvae.load_model`` reads, and the backup above already is the resumable state, so
+it would be a third copy of the same weights.
 
 A write that fails (disk full, folder gone or read-only) raises
 :class:`~kvae.errors.TrainingError` naming the path; the previous files stay as they were.
@@ -43,6 +45,10 @@ Ctrl-C (SIGINT), first press: the current compiled call (``steps_per_execution``
 the backup and the checkpoint are written, and :class:`~kvae.errors.TrainingInterrupted` is
 raised with the command that resumes the run (the command line exits with 130). Second
 press: an ordinary ``KeyboardInterrupt`` at once.
+
+SIGTERM (what Kubernetes, SLURM and preemptible VMs send before a grace period ends in
+SIGKILL): the same as a first Ctrl-C, the error's ``signum`` saying which (the command line
+exits with 143). A repeated SIGTERM is ignored: the save it asks for is under way.
 
 NaN or inf: with ``on_nan="stop"`` (default) training stops at the first compiled call whose
 loss is not finite, and a ``TrainingError`` names the term that went bad, the epoch and steps,
@@ -73,6 +79,7 @@ import numpy as np
 from kvae import _files
 from kvae._choices import CHECKPOINT_DIR, ON_NAN
 from kvae._guards import InterruptGuard, NaNGuard, training_step
+from kvae._keras_private import BACKUP_EPOCH_KEY, BACKUP_STATE_FILE, BACKUP_WEIGHTS_FILE
 from kvae.errors import ConfigError, ModelFileError, TrainingError
 
 __all__ = [
@@ -87,9 +94,6 @@ __all__ = [
 CHECKPOINT_FILE = "last.keras"
 STATE_FILE = "state.json"
 BACKUP_DIR = "backup"
-# The two files keras.callbacks.BackupAndRestore reads back from its folder.
-BACKUP_WEIGHTS_FILE = "latest.weights.h5"
-BACKUP_STATE_FILE = "training_metadata.json"
 HISTORY_FILE = "history.csv"
 BACKUP_SECONDS_ENV = "KVAE_BACKUP_SECONDS"
 DEFAULT_BACKUP_SECONDS = 60.0
@@ -251,41 +255,50 @@ class _Run:
 
 
 # ----- the callbacks that save (private: use training_callbacks) ---------------------------
-class _Backup(keras.callbacks.BackupAndRestore):
-    """``keras.callbacks.BackupAndRestore``, which decides when to save (``save_freq`` steps,
-    counted by Keras across ``steps_per_execution``) and restores weights, optimizer state and
-    the epoch. kvae replaces only how a backup is written (``_save_model``, the one method
-    Keras calls to write): the weights file and then the state file, each atomically, the
-    state file holding the sampling state and the step too. A kill between the two leaves the
-    new weights with the previous state file: the resumed run repeats at most the steps since
-    the previous backup, on slightly newer weights, and nothing is torn. kvae also saves after
-    any compiled call once ``seconds`` have passed (Keras has no timer), saves at every epoch
-    end, restores only when ``resume`` is set, and keeps the backup when training ends."""
+class _Backup(keras.callbacks.Callback):
+    """The resumable backup in ``backup/``. Keras restores it: a
+    ``keras.callbacks.BackupAndRestore`` on the same folder, asked only through its public
+    ``on_train_begin``, loads the weights and optimizer state and sets the epoch ``fit``
+    starts from. kvae writes it (:meth:`save`), because Keras' own writer writes in place: the
+    weights file and then the state file, each atomically, under the names Keras reads
+    (``kvae._keras_private``), the state file holding the sampling state and the step too. A
+    kill between the two leaves the new weights with the previous state file: the resumed run
+    repeats at most the steps since the previous backup, on slightly newer weights, and
+    nothing is torn. It saves at the end of the compiled call in which ``steps`` training
+    steps have passed since the last such save (counted across epoch ends, as Keras'
+    ``save_freq`` is meant to: Keras counts one step too few in the first call of every
+    epoch when a call runs several steps), after any compiled call once ``seconds`` have
+    passed, and at every epoch end; restores only when ``resume`` is set, and keeps the
+    backup when training ends."""
 
     def __init__(self, run, *, seconds, steps, resume):
-        super().__init__(
-            os.path.join(run.run_dir, BACKUP_DIR),
-            save_freq=steps or "epoch",
-            delete_checkpoint=False,
-        )
+        super().__init__()
+        self.backup_dir = os.path.join(run.run_dir, BACKUP_DIR)
+        self._restorer = keras.callbacks.BackupAndRestore(self.backup_dir, delete_checkpoint=False)
         self._run = run
         self.seconds = seconds
+        self.steps = steps
         self.resume = resume
         self._epoch = 0  # the epoch a resume from a backup written now starts with
         self._batch = -1
+        self._steps_since_save = 0
         self._last_save = 0.0
 
     def on_train_begin(self, logs=None):
         self._last_save = time.monotonic()
-        self._epoch, self._batch = 0, -1
+        self._epoch, self._batch, self._steps_since_save = 0, -1, 0
         run = self._run
         if run.chief:
             _remove_temporary_files(self.backup_dir, os.path.join(run.run_dir, CHECKPOINT_DIR))
         info = _read_state(os.path.join(self.backup_dir, BACKUP_STATE_FILE))
-        if not self.resume or info is None:
-            return
+        if self.resume and info is not None:
+            self._restore(info, logs)
+
+    def _restore(self, info, logs):
+        run = self._run
         try:
-            super().on_train_begin(logs)  # Keras loads the weights and sets the epoch
+            self._restorer.set_model(self.model)
+            self._restorer.on_train_begin(logs)  # Keras loads the weights and sets the epoch
         except Exception as err:  # noqa: BLE001 - any failure here means the same to a user
             raise run.fail(
                 ModelFileError(
@@ -295,28 +308,29 @@ class _Backup(keras.callbacks.BackupAndRestore):
                 )
             ) from None
         _set_seed_state(self.model, info.get("seed_state"))
-        self._epoch = int(info["epoch"])
+        self._epoch = int(info[BACKUP_EPOCH_KEY])
         run.last_backup = (self.backup_dir, self._epoch, info.get("step"))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._batch = epoch, -1
 
     def on_train_batch_end(self, batch, logs=None):
+        # Keras reports each compiled call once, with the number of its last batch.
+        self._steps_since_save += batch - self._batch
         self._batch = batch
-        super().on_train_batch_end(batch, logs)  # Keras' step schedule (backup_steps)
-        if time.monotonic() - self._last_save >= self.seconds:
-            self._save_model()
+        if self.steps and self._steps_since_save >= self.steps:
+            self._steps_since_save = 0
+            self.save()
+        elif time.monotonic() - self._last_save >= self.seconds:
+            self.save()
 
     def on_epoch_end(self, epoch, logs=None):
         self._epoch, self._batch = epoch + 1, -1
-        super().on_epoch_end(epoch, logs)  # saves when save_freq="epoch"
-        if self.save_freq != "epoch":
-            self._save_model()
+        self.save()
 
-    def on_train_end(self, logs=None):
-        pass  # the backup is what a finished run is trained longer from: keep it
-
-    def _save_model(self):
+    def save(self):
+        """Write the backup now: the weights with optimizer state, then the state file (the
+        epoch a resume starts from, the batch, step and sampling state)."""
         folder = self._run.folder(BACKUP_DIR)
         weights = os.path.join(folder, BACKUP_WEIGHTS_FILE)
         step = training_step(self.model)
@@ -326,7 +340,7 @@ class _Backup(keras.callbacks.BackupAndRestore):
                 os.path.join(folder, BACKUP_STATE_FILE),
                 {
                     "format": _FORMAT,
-                    "epoch": self._epoch,  # what BackupAndRestore reads back
+                    BACKUP_EPOCH_KEY: self._epoch,  # what BackupAndRestore reads back
                     "batch": self._batch,
                     "step": step,
                     "seed_state": _seed_state(self.model),
@@ -433,9 +447,14 @@ class _Checkpoint(keras.callbacks.Callback):
         if self._done % self.every == 0 or last:
             self.save(self._done)
 
+    def save_complete(self, epochs_done):
+        """Write the checkpoint of ``epochs_done`` complete epochs unless it is written."""
+        if self._saved != (epochs_done, False):
+            self.save(epochs_done)
+
     def on_train_end(self, logs=None):  # stopped early by another callback
-        if self._done is not None and self._saved != (self._done, False):
-            self.save(self._done)
+        if self._done is not None:
+            self.save_complete(self._done)
 
 
 # ----- the public entry points -------------------------------------------------------------
@@ -461,6 +480,37 @@ def _get(config, key, default):
     return getattr(config, key, default)
 
 
+def _checked_options(config):
+    """``(on_nan, checkpoint_every)`` of ``config``, checked."""
+    on_nan = _get(config, "on_nan", "stop")
+    every = _get(config, "checkpoint_every", 1)
+    if on_nan not in ON_NAN:
+        raise ConfigError(
+            f"Expected `on_nan` to be one of {', '.join(map(repr, ON_NAN))}. "
+            f"Received: on_nan={on_nan!r}"
+        )
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"Expected `checkpoint_every` to be an integer >= 1. Received: {every!r}")
+    return on_nan, every
+
+
+def _backup_schedule(backup_seconds, backup_steps):
+    """Seconds between timed backups (checked): none (inf) when backing up by steps, or under
+    several workers, which back up at epoch ends since all must save at the same step."""
+    from kvae.distribute import num_workers
+
+    seconds = _backup_seconds(backup_seconds)
+    if backup_steps is not None and (
+        isinstance(backup_steps, bool) or not isinstance(backup_steps, int) or backup_steps < 1
+    ):
+        raise ConfigError(
+            f"Expected `backup_steps` to be None or an integer >= 1. Received: {backup_steps!r}"
+        )
+    if backup_steps is not None or num_workers() > 1:
+        return float("inf")
+    return seconds
+
+
 def training_callbacks(run_dir, config=None, *, backup_seconds=None, backup_steps=None):
     """The callbacks that make a ``fit`` in ``run_dir`` safe to kill, interrupt and resume.
 
@@ -472,37 +522,21 @@ def training_callbacks(run_dir, config=None, *, backup_seconds=None, backup_step
         backup_seconds: seconds between backups within an epoch (default
             ``$KVAE_BACKUP_SECONDS`` or 60; 0 = after every compiled call). Epoch ends always
             back up.
-        backup_steps: back up every this many steps instead (Keras' ``save_freq``). Default
+        backup_steps: back up every this many steps instead (like Keras' ``save_freq``). Default
             under several workers: at epoch ends only, since all workers must save at the same
             step.
 
     Returns:
         A list of Keras callbacks, in the order they must run: pass them to ``fit`` as they
         are. They raise :class:`~kvae.errors.TrainingError` after a NaN and
-        :class:`~kvae.errors.TrainingInterrupted` after Ctrl-C.
+        :class:`~kvae.errors.TrainingInterrupted` after Ctrl-C or SIGTERM.
     """
-    from kvae.distribute import is_chief, num_workers
+    from kvae.distribute import is_chief
 
     run_dir = os.fspath(run_dir)
     resume = bool(_get(config, "resume", False))
-    on_nan = _get(config, "on_nan", "stop")
-    every = _get(config, "checkpoint_every", 1)
-    if on_nan not in ON_NAN:
-        raise ConfigError(
-            f"Expected `on_nan` to be one of {', '.join(map(repr, ON_NAN))}. "
-            f"Received: on_nan={on_nan!r}"
-        )
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ConfigError(f"Expected `checkpoint_every` to be an integer >= 1. Received: {every!r}")
-    seconds = _backup_seconds(backup_seconds)
-    if backup_steps is not None and (
-        isinstance(backup_steps, bool) or not isinstance(backup_steps, int) or backup_steps < 1
-    ):
-        raise ConfigError(
-            f"Expected `backup_steps` to be None or an integer >= 1. Received: {backup_steps!r}"
-        )
-    if backup_steps is not None or num_workers() > 1:
-        seconds = float("inf")  # by steps, or at epoch ends: the same step on every worker
+    on_nan, every = _checked_options(config)
+    seconds = _backup_schedule(backup_seconds, backup_steps)
     run = _Run(run_dir, chief=is_chief())
     backup = _Backup(run, seconds=seconds, steps=backup_steps, resume=resume)
     checkpoint = _Checkpoint(run, every)
@@ -529,7 +563,7 @@ def resume_state(run_dir):
     if info is not None and os.path.isfile(os.path.join(backup, BACKUP_WEIGHTS_FILE)):
         return {
             "kind": "backup",
-            "epoch": info["epoch"],
+            "epoch": info[BACKUP_EPOCH_KEY],
             "step": info.get("step"),
             "source": backup,
         }

@@ -40,5 +40,6 @@ class TrainingError(KvaeError, RuntimeError):
 
 
 class TrainingInterrupted(TrainingError):
-    """Training was stopped by Ctrl-C after saving a checkpoint; the message says how to
-    resume. The command line exits with status 130 for it."""
+    """Training was stopped by Ctrl-C or SIGTERM after saving a checkpoint; the message says
+    how to resume and ``signum`` which signal it was. The command line exits with status
+    128 + signum (130 for Ctrl-C, 143 for SIGTERM)."""

@@ -432,24 +432,8 @@ class VAE(Trainer, keras.Model):
         """
         from kvae import evaluation
 
-        if self.condition is not None:
-            self.check_data(x)
-            self._check_condition(x, y)
-            if (method or "iwae") != "iwae":
-                raise ConfigError(
-                    "Expected method='iwae' for a conditional model (the other log p(x) "
-                    f"methods take no condition yet). Received: method={method!r}."
-                )
-            result = evaluation.iwae_log_likelihood(
-                self, x, num_samples, batch_size, chunk_size, seed, verbose=verbose, y=y
-            )
-            return result if return_stderr or method else result.estimate
-        if method is None and not return_stderr:
-            if options:
-                raise ConfigError(f"Unexpected options {sorted(options)}: pass method=... too.")
-            return evaluation.iwae_log_likelihood(
-                self, x, num_samples, batch_size, chunk_size, seed, verbose=verbose
-            ).estimate
+        if method is None and not return_stderr and options:
+            raise ConfigError(f"Unexpected options {sorted(options)}: pass method=... too.")
         if (method or "iwae") == "iwae":
             options.update(
                 num_samples=num_samples,
@@ -458,7 +442,8 @@ class VAE(Trainer, keras.Model):
                 seed=seed,
                 verbose=verbose,
             )
-        return evaluation.log_likelihood(self, x, method=method or "iwae", **options)
+        result = evaluation.log_likelihood(self, x, method=method or "iwae", y=y, **options)
+        return result if method or return_stderr else result.estimate
 
     # ----- saving -----------------------------------------------------------------------
     def get_config(self):

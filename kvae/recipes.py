@@ -25,7 +25,7 @@ published setting on dynamically binarised MNIST:
   0.1 nats per dimension: without them its learned p(z1|z2) let it sit near collapse (KL
   3.5 nats after 3 epochs) and 20 epochs gave 135-159 nats over three seeds; with them
   111.6-111.9, still behind ``burda-vae`` at that budget: its layers are half as wide and
-  its top layer z2 stays inactive (the README's model-family section has the measurements).
+  its top layer z2 stays inactive (docs/families.md has the measurements).
 
 ``--epochs N`` (or ``epochs`` in a config) runs a shortened schedule: the first N epochs of
 Burda's, as their run had them (N = 20: 1 epoch at 1e-3, 3 at 7.2e-4, 9 at 5.2e-4, 7 at

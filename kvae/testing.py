@@ -194,7 +194,7 @@ def check_encoder(
     likelihood_kwargs=None,
     data=None,
 ):
-    """Check an encoder: x (B, *data_shape) -> finite features with a batch axis of B.
+    """Check an encoder: x ``(B, *data_shape)`` -> finite features with a batch axis of B.
 
     ``data`` (at least 16 examples) replaces the random data of :func:`sample_data`, for
     likelihoods that score other data (tokens, say); ``likelihood_kwargs`` go to the

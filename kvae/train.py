@@ -9,9 +9,9 @@
 A run directory holds::
 
     run.json          kvae's marker: versions, status, times, epochs, the steps per compiled
-                      call that ran. Status "running", "finished", "interrupted" (Ctrl-C) or
-                      "failed" (a NaN loss or any error), the last two with the "reason" and
-                      the "resume" command
+                      call that ran. Status "running", "finished", "interrupted" (Ctrl-C,
+                      SIGTERM) or "failed" (a NaN loss or any error), the last two with the
+                      "reason" and the "resume" command
     config.json       the resolved TrainConfig (TrainConfig.from_file reads it back)
     model.keras       the final model (written to a temporary name, then renamed)
     metrics.json      final test metrics: model.evaluate's loss/elbo/reconstruction/kl, active
@@ -44,6 +44,7 @@ import numpy as np
 
 from kvae import _files, _precision, distribute
 from kvae._choices import CHECKPOINT_DIR, SLOTS
+from kvae._guards import sigterm_interrupts
 from kvae._progress import resolve_verbose
 from kvae._version import __version__
 from kvae.checkpointing import (
@@ -447,38 +448,21 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
     Returns:
         A :class:`RunResult`.
 
-    However training ends, ``run.json`` says so: "finished", "interrupted" (Ctrl-C:
-    :class:`~kvae.errors.TrainingInterrupted`) or "failed" (anything else raised), the last
+    However training ends, ``run.json`` says so: "finished", "interrupted" (Ctrl-C or
+    SIGTERM: :class:`~kvae.errors.TrainingInterrupted`) or "failed" (anything else raised), the last
     two with the reason and the command that resumes the run.
     """
-    import keras
-
     config = _as_config(config)
     check_components(config)
     # The strategy first: a multi-worker cluster must be set up before TensorFlow computes.
     strategy = distribute.get_strategy(config.strategy)
     chief = distribute.is_chief()
-    ds = config.dataset
-    if data is None and (ds.endswith(".npz") or os.sep in ds) and os.path.exists(ds):
-        config = config.replace(dataset=os.path.abspath(ds))  # a path: resolve it
+    config = _with_dataset_path(config, data)
     run_dir = _check_new_run_dir(run_dir, config, chief)
-
     # Everything that can fail on a user's mistake (data, model arguments) happens before
     # the run directory is made, so a failed start leaves nothing behind.
-    keras.utils.set_random_seed(config.seed)
-    arrays = load_data(config, data)
-    if strategy.num_replicas_in_sync > 1:
-        # A global batch that does not split evenly over the replicas is refused now, before
-        # the run directory is made (docs/scaling.md).
-        distribute.per_replica_batch_size(strategy, min(config.batch_size, len(arrays.x_train)))
-    condition = condition_of(config, arrays)
-    with strategy.scope():
-        steps = math.ceil(len(arrays.x_train) / config.batch_size)
-        model = build_model(config, arrays.data_shape, steps_per_epoch=steps, condition=condition)
-        # The Prior contract's optional hook: a VampPrior with init="data" copies examples.
-        init_prior = getattr(model.prior, "init_from_data", None)
-        if callable(init_prior) and not config.resume:
-            init_prior(arrays.x_train, seed=config.seed)
+    arrays = _checked_data(config, data, strategy)
+    model = _run_model(config, arrays, strategy)
     robust = training_callbacks(run_dir, config)
     if on_start is not None:
         on_start(run_dir)
@@ -487,161 +471,123 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
     out = run_dir if chief else tempfile.mkdtemp(prefix="kvae-worker-")
     ending = ("failed", "the run did not start")
     try:
-        if chief:
-            _make_run_dir(run_dir)
-            _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
-            _write_run_file(
-                run_dir,
-                status="running",
-                started=_now(),
-                versions=_versions(),
-                compile=_compile_record(model),
-            )
-        if verbose:
-            choice = _compile_record(model)
-            on = "on" if choice["jit_compile"] else "off"
-            print(f"kvae: XLA {on} ({choice['reason']})", file=sys.stderr)
-        result = _train(config, model, arrays, run_dir, out, robust, list(callbacks), verbose)
+        with sigterm_interrupts(run_dir):
+            if chief:
+                _start_run_dir(run_dir, config, model)
+            _announce_compile(model, verbose)
+            result = _train(config, model, arrays, run_dir, out, robust, list(callbacks), verbose)
         ending = None
         return result
-    except TrainingInterrupted as err:
-        ending = ("interrupted", str(err))
-        raise
-    except KeyboardInterrupt:
-        ending = ("interrupted", "Stopped at once by a second Ctrl-C.")
-        raise
     except BaseException as err:
-        ending = ("failed", str(err) or type(err).__name__)
-        if not isinstance(err, KvaeError):
-            ending = ("failed", f"{type(err).__name__}: {ending[1]}")
+        ending = _ending_of(err)
         raise
     finally:
         release_callbacks(robust)
-        if ending is not None and chief and os.path.isfile(os.path.join(run_dir, RUN_FILE)):
-            status, reason = ending
-            _write_run_file(
-                run_dir,
-                status=status,
-                finished=_now(),
-                reason=reason,
-                resume=f"kvae train --resume {shlex.quote(run_dir)}",
-            )
+        if ending is not None and chief:
+            _record_ending(run_dir, *ending)
         if out != run_dir:
             shutil.rmtree(out, ignore_errors=True)
 
 
-def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
+# ----- train's steps, in order ---------------------------------------------------------------
+def _with_dataset_path(config, data):
+    """The config with its data set resolved to an absolute path when it names a file."""
+    ds = config.dataset
+    if data is None and (ds.endswith(".npz") or os.sep in ds) and os.path.exists(ds):
+        return config.replace(dataset=os.path.abspath(ds))
+    return config
+
+
+def _checked_data(config, data, strategy):
+    """The run's arrays (the random seed set first), checked against the strategy."""
     import keras
 
-    from kvae import evaluation
-    from kvae.callbacks import KLWarmup, TensorBoard
-    from kvae.datasets import make_dataset
+    keras.utils.set_random_seed(config.seed)
+    arrays = load_data(config, data)
+    if strategy.num_replicas_in_sync > 1:
+        # A global batch that does not split evenly over the replicas is refused now, before
+        # the run directory is made (docs/scaling.md).
+        distribute.per_replica_batch_size(strategy, min(config.batch_size, len(arrays.x_train)))
+    return arrays
 
-    compile_choice = _compile_record(model)
-    initial_epoch = 0
-    found = resume_state(run_dir) if config.resume else None
-    resumed_at = int(found["epoch"]) if found is not None else 0
-    if found is not None and found["kind"] == "checkpoint":
-        # No backup (a run written before backups were kept): its checkpoint, and its epoch.
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(found["source"])
-        initial_epoch = resumed_at
+
+def _run_model(config, arrays, strategy):
+    """The compiled model, built in the strategy's scope; a new run's prior initialised."""
+    condition = condition_of(config, arrays)
+    with strategy.scope():
+        steps = math.ceil(len(arrays.x_train) / config.batch_size)
+        model = build_model(config, arrays.data_shape, steps_per_epoch=steps, condition=condition)
+        # The Prior contract's optional hook: a VampPrior with init="data" copies examples.
+        init_prior = getattr(model.prior, "init_from_data", None)
+        if callable(init_prior) and not config.resume:
+            init_prior(arrays.x_train, seed=config.seed)
+    return model
+
+
+def _start_run_dir(run_dir, config, model):
+    """Make the run directory: its folders, config.json, and run.json saying "running"."""
+    _make_run_dir(run_dir)
+    _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
+    _write_run_file(
+        run_dir,
+        status="running",
+        started=_now(),
+        versions=_versions(),
+        compile=_compile_record(model),
+    )
+
+
+def _announce_compile(model, verbose):
+    if verbose:
+        choice = _compile_record(model)
+        on = "on" if choice["jit_compile"] else "off"
+        print(f"kvae: XLA {on} ({choice['reason']})", file=sys.stderr)
+
+
+def _ending_of(err):
+    """``(status, reason)`` for run.json of a run that ``err`` ended."""
+    if isinstance(err, TrainingInterrupted):
+        return ("interrupted", str(err))
+    if isinstance(err, KeyboardInterrupt):
+        return ("interrupted", "Stopped at once by a second Ctrl-C.")
+    reason = str(err) or type(err).__name__
+    if not isinstance(err, KvaeError):
+        reason = f"{type(err).__name__}: {reason}"
+    return ("failed", reason)
+
+
+def _record_ending(run_dir, status, reason):
+    """run.json of a run that did not finish: how it ended and the command that resumes it
+    (nothing when the run directory was never started)."""
+    if os.path.isfile(os.path.join(run_dir, RUN_FILE)):
+        _write_run_file(
+            run_dir,
+            status=status,
+            finished=_now(),
+            reason=reason,
+            resume=f"kvae train --resume {shlex.quote(run_dir)}",
+        )
+
+
+def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
+    """Fit, save the final model, compute the test metrics; run.json says "finished"."""
+    import keras
+
+    resumed_at, initial_epoch = _restore_checkpoint(config, model, run_dir)
     # The sampling state a freshly built (or loaded) model starts from: the test metrics are
     # computed from it, so evaluating the saved model reproduces them exactly.
     initial_seed_state = keras.ops.convert_to_numpy(model.seed_generator.state)
-    conditional = getattr(model, "condition", None) is not None
-    train_y = arrays.y_train if conditional else None
-    val_ds = None
-    if arrays.x_val is not None:
-        val_y = arrays.y_val if conditional else None
-        val_ds = make_dataset(arrays.x_val, config.batch_size, shuffle=False, y=val_y)
-
-    shown_x = arrays.x_val if arrays.x_val is not None else arrays.x_test
-    shown_y = arrays.y_val if arrays.x_val is not None else arrays.y_test
-    tensorboard = TensorBoard(
-        os.path.join(out, LOG_DIR),
-        # A conditional model's pictures would need y: scalars only.
-        x=None if conditional else shown_x[:_TENSORBOARD_EXAMPLES],
-        y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
-        image_every=config.image_every,
-        projector=config.projector,
-        # The model settings, and what compile chose (the `jit` flag itself is operational).
-        hparams={**_hparams_of(config), "jit_compile": compile_choice["jit_compile"]},
-        trial_id=os.path.basename(os.path.abspath(run_dir)),
-    )
-    all_callbacks = [tensorboard]
-    if config.kl_warmup_epochs:
-        all_callbacks.append(KLWarmup(config.kl_warmup_epochs))
-    if config.lr_schedule == "burda":
-        from kvae.recipes import burda_learning_rate
-
-        all_callbacks.append(
-            keras.callbacks.LearningRateScheduler(
-                lambda epoch, lr: burda_learning_rate(epoch, config.learning_rate)
-            )
-        )
-    all_callbacks += robust + callbacks
-
-    start = time.perf_counter()
+    val_ds = _validation_dataset(config, model, arrays)
+    tensorboard = _tensorboard(config, model, arrays, run_dir, out)
+    all_callbacks = [tensorboard, *_schedule_callbacks(config), *robust, *callbacks]
     try:
-        # VAE.fit feeds the arrays through kvae.datasets.make_dataset (one iterator for the
-        # run, fixed-shape batches), under a strategy too.
-        history = model.fit(
-            arrays.x_train,
-            train_y,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            validation_data=val_ds,
-            callbacks=all_callbacks,
-            verbose=verbose,
-            binarize=config.binarize,
+        history, train_seconds = _fit(
+            config, model, arrays, initial_epoch, val_ds, all_callbacks, verbose
         )
-        train_seconds = time.perf_counter() - start
-
         with _files.atomic_path(os.path.join(out, MODEL_FILE)) as tmp:
             model.save(tmp)
         model.seed_generator.state.assign(initial_seed_state)
-        # The same call as kvae.evaluation.evaluate makes (arrays, the run's batch size).
-        test_y = arrays.y_test if conditional else None
-        eval_verbose = resolve_verbose("auto" if verbose == "auto" else min(int(verbose), 2))
-        seconds = {}
-        started = time.perf_counter()
-        _say(eval_verbose, f"Test set: ELBO of {len(arrays.x_test)} examples")
-        scores = model.evaluate(
-            arrays.x_test,
-            test_y,
-            batch_size=config.batch_size,
-            return_dict=True,
-            verbose=eval_verbose,
-        )
-        seconds["elbo"] = time.perf_counter() - started
-        metrics = {k: float(v) for k, v in scores.items()}
-        metrics["num_examples"] = int(len(arrays.x_test))
-        started = time.perf_counter()
-        _say(eval_verbose, "Test set: active units and KL per dimension")
-        metrics.update(
-            evaluation.latent_summary(
-                model,
-                arrays.x_test[:10000],
-                seed=config.seed,
-                verbose=eval_verbose,
-                y=None if test_y is None else test_y[:10000],
-            )
-        )
-        seconds["latent"] = time.perf_counter() - started
-        if config.eval_num_samples:
-            started = time.perf_counter()
-            k = config.eval_num_samples
-            _say(eval_verbose, f"Test set: log p(x), importance-weighted, K={k}")
-            extra = {} if test_y is None else {"y": test_y}
-            ll = model.log_likelihood(
-                arrays.x_test, num_samples=k, seed=config.seed, verbose=eval_verbose, **extra
-            )
-            seconds["log_likelihood"] = time.perf_counter() - started
-            metrics["log_likelihood"] = float(np.mean(ll))
-            metrics["log_likelihood_num_samples"] = config.eval_num_samples
-        metrics["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+        metrics = _test_metrics(config, model, arrays, verbose)
         epochs_done = history.epoch[-1] + 1 if history.epoch else resumed_at
         metrics["train_seconds"] = train_seconds
         metrics["epochs_completed"] = epochs_done
@@ -650,23 +596,161 @@ def _train(config, model, arrays, run_dir, out, robust, callbacks, verbose):
     finally:
         tensorboard.close()
     if out == run_dir:
-        _write_run_file(
-            run_dir,
-            status="finished",
-            finished=_now(),
-            train_seconds=train_seconds,
-            epochs_completed=epochs_done,
-            # What ran: VAE.fit may move it to a divisor of the steps per epoch.
-            steps_per_execution=int(model.steps_per_execution or 1),
-            replicas=int(model.distribute_strategy.num_replicas_in_sync),
-            data_shape=list(arrays.data_shape),
-        )
+        _record_finished(run_dir, model, arrays, train_seconds, epochs_done)
     return RunResult(
         run_dir=run_dir,
         model=model,
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
         metrics=metrics,
         config=config,
+    )
+
+
+def _restore_checkpoint(config, model, run_dir):
+    """``(resumed_at, initial_epoch)``: the epochs a resumed run had done, and the epoch
+    ``fit`` starts from when the run has only a checkpoint (a run written before backups
+    were kept); a backup is restored by its callback, which sets the epoch itself."""
+    found = resume_state(run_dir) if config.resume else None
+    resumed_at = int(found["epoch"]) if found is not None else 0
+    if found is None or found["kind"] != "checkpoint":
+        return resumed_at, 0
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(found["source"])
+    return resumed_at, resumed_at
+
+
+def _is_conditional(model):
+    return getattr(model, "condition", None) is not None
+
+
+def _validation_dataset(config, model, arrays):
+    """The held-out data as a dataset (None without validation)."""
+    from kvae.datasets import make_dataset
+
+    if arrays.x_val is None:
+        return None
+    val_y = arrays.y_val if _is_conditional(model) else None
+    return make_dataset(arrays.x_val, config.batch_size, shuffle=False, y=val_y)
+
+
+def _tensorboard(config, model, arrays, run_dir, out):
+    """kvae's TensorBoard callback, showing held-out examples (validation, else test)."""
+    from kvae.callbacks import TensorBoard
+
+    held_out = arrays.x_val is not None
+    shown_x = arrays.x_val if held_out else arrays.x_test
+    shown_y = arrays.y_val if held_out else arrays.y_test
+    return TensorBoard(
+        os.path.join(out, LOG_DIR),
+        # A conditional model's pictures would need y: scalars only.
+        x=None if _is_conditional(model) else shown_x[:_TENSORBOARD_EXAMPLES],
+        y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
+        image_every=config.image_every,
+        projector=config.projector,
+        # The model settings, and what compile chose (the `jit` flag itself is operational).
+        hparams={**_hparams_of(config), "jit_compile": _compile_record(model)["jit_compile"]},
+        trial_id=os.path.basename(os.path.abspath(run_dir)),
+    )
+
+
+def _schedule_callbacks(config):
+    """The callbacks the config's schedules ask for: KL warm-up, the learning rate."""
+    import keras
+
+    scheduled = []
+    if config.kl_warmup_epochs:
+        from kvae.callbacks import KLWarmup
+
+        scheduled.append(KLWarmup(config.kl_warmup_epochs))
+    if config.lr_schedule == "burda":
+        from kvae.recipes import burda_learning_rate
+
+        scheduled.append(
+            keras.callbacks.LearningRateScheduler(
+                lambda epoch, lr: burda_learning_rate(epoch, config.learning_rate)
+            )
+        )
+    return scheduled
+
+
+def _fit(config, model, arrays, initial_epoch, val_ds, callbacks, verbose):
+    """``(history, seconds)`` of ``model.fit`` on the training arrays."""
+    train_y = arrays.y_train if _is_conditional(model) else None
+    start = time.perf_counter()
+    # VAE.fit feeds the arrays through kvae.datasets.make_dataset (one iterator for the
+    # run, fixed-shape batches), under a strategy too.
+    history = model.fit(
+        arrays.x_train,
+        train_y,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        validation_data=val_ds,
+        callbacks=callbacks,
+        verbose=verbose,
+        binarize=config.binarize,
+    )
+    return history, time.perf_counter() - start
+
+
+def _test_metrics(config, model, arrays, verbose):
+    """The test metrics (``metrics.json`` without the training figures) and, under
+    ``seconds``, how long each estimate took."""
+    # The same calls as kvae.evaluation.evaluate makes (arrays, the run's batch size).
+    test_y = arrays.y_test if _is_conditional(model) else None
+    eval_verbose = resolve_verbose("auto" if verbose == "auto" else min(int(verbose), 2))
+    estimates = [("elbo", _test_elbo), ("latent", _test_latent)]
+    if config.eval_num_samples:
+        estimates.append(("log_likelihood", _test_log_likelihood))
+    metrics, seconds = {}, {}
+    for name, estimate in estimates:
+        started = time.perf_counter()
+        metrics.update(estimate(config, model, arrays.x_test, test_y, eval_verbose))
+        seconds[name] = time.perf_counter() - started
+    metrics["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    return metrics
+
+
+def _test_elbo(config, model, x, y, verbose):
+    _say(verbose, f"Test set: ELBO of {len(x)} examples")
+    scores = model.evaluate(x, y, batch_size=config.batch_size, return_dict=True, verbose=verbose)
+    metrics = {k: float(v) for k, v in scores.items()}
+    metrics["num_examples"] = int(len(x))
+    return metrics
+
+
+def _test_latent(config, model, x, y, verbose):
+    from kvae import evaluation
+
+    _say(verbose, "Test set: active units and KL per dimension")
+    return evaluation.latent_summary(
+        model,
+        x[:10000],
+        seed=config.seed,
+        verbose=verbose,
+        y=None if y is None else y[:10000],
+    )
+
+
+def _test_log_likelihood(config, model, x, y, verbose):
+    k = config.eval_num_samples
+    _say(verbose, f"Test set: log p(x), importance-weighted, K={k}")
+    extra = {} if y is None else {"y": y}
+    ll = model.log_likelihood(x, num_samples=k, seed=config.seed, verbose=verbose, **extra)
+    return {"log_likelihood": float(np.mean(ll)), "log_likelihood_num_samples": k}
+
+
+def _record_finished(run_dir, model, arrays, train_seconds, epochs_done):
+    _write_run_file(
+        run_dir,
+        status="finished",
+        finished=_now(),
+        train_seconds=train_seconds,
+        epochs_completed=epochs_done,
+        # What ran: VAE.fit may move it to a divisor of the steps per epoch.
+        steps_per_execution=int(model.steps_per_execution or 1),
+        replicas=int(model.distribute_strategy.num_replicas_in_sync),
+        data_shape=list(arrays.data_shape),
     )
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Rebuild the README's model-family table: test NLL of each recipe at one CPU budget.
+"""Rebuild the model-family table of docs/families.md: test NLL of each recipe at one CPU budget.
 
 For every recipe in kvae.recipes (burda-vae, burda-iwae, vamp, iaf) and every seed: train
 with the recipe (dynamically binarised MNIST, Burda et al.'s 1-layer network, Burda's
@@ -10,7 +10,7 @@ seeds, the spread (standard deviation over seeds), the mean standard error of ea
 estimate over test images, and wall time (``--table-from FILE`` prints the table of runs
 saved with ``--out FILE``).
 
-    python scripts/families_table.py                          # the README's budget: 20
+    python scripts/families_table.py                          # docs/families.md's budget: 20
                                                               # epochs at batch 100, K = 5000
                                                               # on 500 test images, 3 seeds
                                                               # (~75 min on 2 cores)

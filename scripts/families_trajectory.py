@@ -8,7 +8,7 @@ the active units of each latent block (Burda et al. 2016's criterion: a unit u i
 when Cov_x(E_q[u|x]) > 1e-2; E_q is exact for Gaussian posteriors and a 1,000-sample mean
 otherwise, whose Monte Carlo variance, about 1e-3, stays below the threshold).
 
-    # the README's diagnosis of the 2-layer model (docs/families/trajectories.jsonl)
+    # docs/families.md's diagnosis of the 2-layer model (docs/families/trajectories.jsonl)
     python scripts/families_trajectory.py burda-vae --epochs 60 --every 10
     python scripts/families_trajectory.py hvae --epochs 60 --every 10
     python scripts/families_trajectory.py burda-vae --epochs 20 --tag narrow \\

@@ -11,8 +11,7 @@ weight gradients, and the input gradients of every layer but the first (the imag
 none). Nothing else of the step (activations, loss, sampling, Adam, input pipeline) is
 timed, so the bound is one no training step reaches. Each setting is timed in several
 alternating rounds and its fastest round is kept. This is what shows, on a CPU with AMX,
-that bfloat16 products are fast in oneDNN but not in XLA (see the README's performance
-section).
+that bfloat16 products are fast in oneDNN but not in XLA (see docs/performance.md).
 """
 
 import argparse

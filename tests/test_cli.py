@@ -786,3 +786,31 @@ def test_evaluate_help_lists_methods_and_gaps():
     assert result.exit_code == 0
     for text in ("iwae|exact|quadrature|ais|auto", "--gaps", "--gap-examples", "--ais-chains"):
         assert text in result.output
+
+
+def test_evaluate_ais_defaults_are_the_librarys():
+    """The AIS options' defaults are read from the library's one table, not retyped."""
+    from kvae.cli.run import evaluate
+    from kvae.evaluation import ais
+
+    defaults = {p.name: p.default for p in evaluate.params}
+    assert defaults["ais_temperatures"] == ais.check_ais_options()["num_temperatures"]
+    assert defaults["ais_chains"] == ais.check_ais_options()["num_chains"]
+
+
+def test_evaluate_a_conditional_run_has_iwae_only(tmp_path):
+    """Another method, or --gaps, is refused for a conditional run in one line, before any
+    estimate, naming the method that applies; --method auto is IWAE there."""
+    run = tmp_path / "run"
+    args = ["--epochs", 1, "--conditional", "--no-projector", "--run-dir", run]
+    result = _kvae("train", *TINY, *args)  # the last --epochs counts
+    assert result.exit_code == 0, result.output
+    for args in (("--method", "ais"), ("--gaps",), ("--method", "quadrature", "--gaps")):
+        result = _kvae("evaluate", run, *args, "--max-examples", 8)
+        assert result.exit_code == 1, result.output
+        _no_traceback(result)
+        assert "['iwae']" in result.output and "conditional" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    result = _kvae("evaluate", run, "--method", "auto", "-k", 4, "--max-examples", 8, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["log_likelihood_method"] == "iwae"

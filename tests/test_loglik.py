@@ -187,6 +187,66 @@ def test_methods_that_do_not_apply_name_those_that_do(x):
         big.log_likelihood(x, method="laplace")
 
 
+def test_a_conditional_model_has_iwae_only_said_in_one_place(x):
+    """log p(x|y) has one method, IWAE, and one function says so
+    (kvae.evaluation.log_likelihood, through evaluation.applicable): "auto" picks it, the
+    others are refused before any work with the list of what applies, the same through
+    VAE.log_likelihood (a thin delegate), evaluation.evaluate and evaluation.gaps."""
+    from kvae.errors import DataError
+
+    model = kvae.VAE(data_shape=(D,), latent_dim=2, likelihood="gaussian", condition=3, seed=0)
+    xs, y = x[:6], np.arange(6) % 3
+    res = evaluation.log_likelihood(model, xs, method="auto", y=y, num_samples=4, seed=0)
+    assert res.method == "iwae" and res.estimate.shape == (6,)
+    # The model's method is the same call: the same numbers, bit for bit.
+    np.testing.assert_array_equal(model.log_likelihood(xs, y=y, num_samples=4, seed=0), res)
+    # The condition matters (else the delegate might have dropped y).
+    other = model.log_likelihood(xs, y=(y + 1) % 3, num_samples=4, seed=0)
+    assert np.abs(other - res.estimate).max() > 1e-4
+    refused = r"conditional.*Methods that apply to this model: \['iwae'\]"
+    for method in ("exact", "quadrature", "ais"):
+        with pytest.raises(ConfigError, match=refused):
+            evaluation.log_likelihood(model, xs, method=method, y=y)
+        with pytest.raises(ConfigError, match=refused):
+            model.log_likelihood(xs, method=method, y=y)
+        with pytest.raises(ConfigError, match=refused):
+            evaluation.evaluate(model, xs, num_samples=4, method=method, y=y)
+    with pytest.raises(ConfigError, match=r"one of the methods \['exact', 'quadrature', 'ais'\]"):
+        evaluation.gaps(model, xs)  # the gaps need one of them: a message, not StopIteration
+    with pytest.raises(DataError, match="conditional"):
+        evaluation.log_likelihood(model, xs, method="iwae", num_samples=4)  # y missing
+
+
+def test_q_moments_closed_form_or_from_samples():
+    """One function for q's mean and scale: closed form for a Gaussian q; from samples for a
+    flow, whose mean() is f(mu), not E[z] (the samples' mean, not f(mu), is returned)."""
+    x = _data()[:3]
+    gaussian = kvae.VAE(data_shape=(D,), latent_dim=2, likelihood="gaussian", seed=0)
+    q = gaussian.encode(x)
+    m, s = evaluation.q_moments(q)
+    np.testing.assert_array_equal(m, np.asarray(q.mean(), np.float64))
+    np.testing.assert_array_equal(s, np.asarray(q.stddev(), np.float64))
+    flow = kvae.VAE(
+        data_shape=(D,),
+        latent_dim=2,
+        likelihood="gaussian",
+        posterior="iaf",
+        posterior_kwargs={"num_steps": 2, "hidden_units": [8]},
+        seed=0,
+    )
+    q = flow.encode(x)
+    m, s = evaluation.q_moments(q, num_samples=4000, seed=(3, 4))
+    z = np.asarray(q.sample(20000, seed=(5, 6)), np.float64)
+    # Within 5 standard errors of an independent, larger sample's moments.
+    se_m = z.std(0) * np.sqrt(1 / 4000 + 1 / 20000)
+    np.testing.assert_array_less(np.abs(m - z.mean(0)), 5 * se_m)
+    np.testing.assert_allclose(s, z.std(0), rtol=5 * np.sqrt(1 / 8000 + 1 / 40000))
+    assert m.shape == s.shape == (3, 2)
+    # Reproducible from its seed; another seed gives other draws.
+    np.testing.assert_array_equal(m, evaluation.q_moments(q, num_samples=4000, seed=(3, 4))[0])
+    assert np.abs(m - evaluation.q_moments(q, num_samples=4000, seed=(3, 5))[0]).max() > 0
+
+
 @pytest.mark.parametrize(
     "options, match",
     [

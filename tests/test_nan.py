@@ -38,9 +38,16 @@ class BlowFuse(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.epoch:
-            for layer in self.model._flatten_layers():
+            for layer in _all_layers(self.model):
                 if isinstance(layer, Fuse):
                     layer.fuse.assign(np.inf)
+
+
+def _all_layers(layer):
+    """``layer`` and every layer inside it, through the public ``layers`` lists."""
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _all_layers(inner)
 
 
 def _model(where=None, optimizer="adam"):
@@ -237,7 +244,7 @@ class RepairFuse(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self._current == self.epoch and batch == self.batch:
-            for layer in self.model._flatten_layers():
+            for layer in _all_layers(self.model):
                 if isinstance(layer, Fuse):
                     layer.fuse.assign(1.0)
 

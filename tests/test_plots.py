@@ -198,7 +198,9 @@ def test_row_labels_add_a_margin_with_text(model2, data, tmp_path):
 
 def test_latent_colour_bar_ticks_sit_in_the_middle_of_their_blocks(model2, data):
     x, y = data
-    fig = plots._latent_figure(model2, x, y)
+    from kvae.plots.figures import _latent_figure
+
+    fig = _latent_figure(model2, x, y)
     bar_ax = fig.axes[1]
     classes = np.unique(y)
     np.testing.assert_array_equal(bar_ax.get_yticks(), np.arange(len(classes)))

@@ -10,7 +10,7 @@ from PIL import Image
 import kvae
 from kvae import plots
 from kvae.evaluation import linear_gaussian_posterior
-from kvae.evaluation.posterior_figure import _density, _plane
+from kvae.plots.posterior_figure import _density, _plane
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from test_loglik import _data, _linear  # noqa: E402
@@ -70,7 +70,7 @@ def test_a_flow_posterior_is_drawn_as_contours_with_a_legend(tmp_path):
     epoch, that the legend had nothing to show)."""
     import warnings
 
-    from kvae.evaluation.posterior_figure import draw_posterior
+    from kvae.plots.posterior_figure import draw_posterior
 
     model = kvae.VAE(
         data_shape=(5,),

@@ -65,3 +65,21 @@ def test_cli_precision_flag(tmp_path):
     bad = CliRunner().invoke(main, [*args[:-1], "fp16", "--run-dir", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_one_precision_table():
+    """kvae._choices holds the one table of precisions and their Keras policies: the config,
+    the command line and the model builder all read it."""
+    from kvae import _choices, _precision
+    from kvae.cli.train import train as train_command
+
+    assert dict(_choices.PRECISION_POLICIES) == {"float32": "float32", "bf16": "mixed_bfloat16"}
+    assert _precision.PRECISIONS == _choices.PRECISIONS == ("float32", "bf16")
+    for name, policy in _choices.PRECISION_POLICIES.items():
+        assert _precision.policy(name) == policy
+        assert keras.mixed_precision.Policy(policy).name == policy  # a policy Keras knows
+        assert TrainConfig(precision=name).precision == name
+    option = next(p for p in train_command.params if p.name == "precision")
+    assert tuple(option.type.choices) == _choices.PRECISIONS
+    with pytest.raises(ConfigError, match=r"\['bf16', 'float32'\]"):
+        _precision.policy("fp16")

@@ -1,5 +1,5 @@
 """Interruption: a real `kvae train` killed with SIGKILL mid-epoch and resumed, Ctrl-C
-(SIGINT), a checkpoint write that fails, and the resume helpers.
+(SIGINT) and SIGTERM, a checkpoint write that fails, and the resume helpers.
 
 Subprocesses have time limits and are killed in a ``finally``.
 """
@@ -109,8 +109,10 @@ def interactive_sigint():
     (a test run started with SIGINT ignored, as a background job, would not have it), put
     back as it was afterwards. Subprocesses started meanwhile start with the default."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_term = signal.getsignal(signal.SIGTERM)
     yield
     signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGTERM, previous_term)
 
 
 # ----- SIGKILL in the middle of an epoch, then --resume ----------------------------------------
@@ -167,11 +169,26 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_result(tmp_path):
     assert int(resumed.optimizer.iterations.numpy()) > EPOCHS * 64  # a partial epoch repeated
 
 
-# ----- Ctrl-C -----------------------------------------------------------------------------------
+# ----- Ctrl-C and SIGTERM -----------------------------------------------------------------------
+# Kubernetes' default grace period between SIGTERM and SIGKILL (terminationGracePeriodSeconds);
+# SLURM's KillWait defaults to 30 s too. Saving this run takes ~1 s; exiting, a few more.
+GRACE_SECONDS = 30
+
+
 @pytest.mark.slow
-def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
-    """Exit status 130 (the shell's code for SIGINT), the message, no traceback; run.json
-    says "interrupted" with the reason and the resume command."""
+@pytest.mark.parametrize(
+    ("sig", "received", "by"),
+    [
+        (signal.SIGINT, "Interrupt received", ""),
+        (signal.SIGTERM, "SIGTERM received", "by SIGTERM "),
+    ],
+    ids=["sigint", "sigterm"],
+)
+def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, received, by):
+    """Ctrl-C, or SIGTERM as Kubernetes, SLURM or a preemptible VM sends it: the backup and
+    checkpoint are saved within the grace period; exit status 128 + the signal (130, 143: the
+    shell's codes), the message, no traceback; run.json says "interrupted" with the reason and
+    the resume command, and --resume goes on."""
     run = tmp_path / "run"
     proc = subprocess.Popen(
         _command("train", *TRAIN_ARGS, "--epochs", 50, "--run-dir", run),
@@ -181,16 +198,19 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
         text=True,
     )
     try:
-        _wait_and_signal(proc, lambda: _rows_written(run), signal.SIGINT)  # after epoch 1
+        _wait_and_signal(proc, lambda: _rows_written(run), sig)  # after epoch 1
+        sent = time.monotonic()
         out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert took < GRACE_SECONDS, took
     assert "Traceback" not in err
     assert f"Resume with: kvae train --resume {run}" in err
-    assert "Interrupted" in err
+    assert received in err and f"Interrupted {by}" in err
     # A checkpoint that loads, the logs so far, and a run that is not marked finished.
     state = resume_state(run)
     assert state is not None and state["epoch"] >= 1
@@ -199,12 +219,11 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert os.listdir(run / "logs" / "train")
     info = _read_json(run / "run.json")
     assert info["status"] == "interrupted", info
-    assert (
-        info["reason"].startswith("Interrupted ") and info["resume"] == f"kvae train --resume {run}"
-    )
+    assert info["reason"].startswith(f"Interrupted {by}"), info
+    assert info["resume"] == f"kvae train --resume {run}"
     # The interrupted epoch is not printed as complete: no "64/64" after the last "Epoch" line.
     last_epoch = out[out.rindex("Epoch ") :]
-    assert "64/64" not in last_epoch or "Interrupted after epoch" in err, last_epoch[-500:]
+    assert "64/64" not in last_epoch or f"Interrupted {by}after epoch" in err, last_epoch[-500:]
 
     # Resume for one more epoch: it starts where the interrupt left off.
     until = state["epoch"] + 1
@@ -213,6 +232,24 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert f"Epoch {until}/{until}" in out and f"Epoch {until - 1}/" not in out
     assert _read_json(run / "run.json")["status"] == "finished"
     assert [int(r["epoch"]) for r in _history(run)] == list(range(until))
+
+
+def _tiny_config(epochs):
+    """A run of train() that takes seconds: 64 digits in 2 steps per epoch."""
+    from kvae.config import TrainConfig
+
+    return TrainConfig(
+        dataset="digits",
+        max_train_examples=64,
+        max_test_examples=16,
+        batch_size=32,
+        epochs=epochs,
+        validation="none",
+        image_every=0,
+        projector=False,
+        eval_num_samples=0,
+        jit=False,
+    )
 
 
 def _model():
@@ -224,13 +261,24 @@ def _model():
 X = np.random.default_rng(0).random((128, 8, 8, 1)).astype("float32")
 
 
-def test_sigint_in_process_stops_cleanly(tmp_path):
-    class CtrlC(keras.callbacks.Callback):
+def _survive(signum, frame):
+    """Stands in for SIGTERM's default (which would end the test run) where kvae's handler
+    should be installed: a test then fails instead of killing pytest."""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_signal_in_process_stops_cleanly(tmp_path, sig):
+    """Ctrl-C or SIGTERM at a step: the backup and checkpoint of that step are written and
+    TrainingInterrupted says how to resume (``signum``: which signal); resuming continues."""
+
+    class Signal(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             if batch == 2:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), sig)
 
-    before = signal.getsignal(signal.SIGINT)
+    if sig == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, _survive)
+    before = signal.getsignal(sig)
     model = _model()
     with pytest.raises(TrainingInterrupted, match="Resume with: kvae train --resume") as info:
         model.fit(
@@ -238,17 +286,20 @@ def test_sigint_in_process_stops_cleanly(tmp_path):
             epochs=3,
             batch_size=16,
             verbose=0,
-            callbacks=[*training_callbacks(tmp_path), CtrlC()],
+            callbacks=[*training_callbacks(tmp_path), Signal()],
         )
     assert isinstance(info.value, TrainingError)
-    assert "in epoch 1 after batch" in str(info.value)
-    assert signal.getsignal(signal.SIGINT) is before  # the handler is given back
+    assert info.value.signum == sig
+    by = "by SIGTERM " if sig == signal.SIGTERM else ""
+    assert f"Interrupted {by}in epoch 1 after batch 4" in str(info.value)
+    assert signal.getsignal(sig) is before  # the handler is given back
     assert resume_state(tmp_path)["epoch"] == 0  # epoch 1 runs again on resume
     assert _read_json(tmp_path / "checkpoints" / "state.json")["partial_epoch"] is True
     kvae.load_model(tmp_path / "checkpoints" / "last.keras")
 
     # Resume: the restored model continues from the interrupted step.
     step = resume_state(tmp_path)["step"]
+    assert step == 4  # the guard runs before Signal: it sees the signal one step later
     model = _model()
     history = model.fit(
         X,
@@ -261,30 +312,97 @@ def test_sigint_in_process_stops_cleanly(tmp_path):
     assert int(model.optimizer.iterations.numpy()) == step + len(X) // 16
 
 
+def test_a_repeated_sigterm_does_not_stop_the_save_a_second_ctrl_c_does(tmp_path):
+    """A job manager may send SIGTERM to every process of a job: the second one must not cut
+    the save short. A Ctrl-C after it stops at once (KeyboardInterrupt)."""
+
+    class Twice(keras.callbacks.Callback):
+        def __init__(self, second):
+            super().__init__()
+            self.second = second
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), self.second)
+
+    signal.signal(signal.SIGTERM, _survive)
+    try:
+        _model().fit(
+            X,
+            batch_size=16,
+            verbose=0,
+            callbacks=[*training_callbacks(tmp_path), Twice(signal.SIGTERM)],
+        )
+    except KeyboardInterrupt:  # not through pytest.raises: it would end the test session
+        pytest.fail("a repeated SIGTERM stopped training at once, before the save")
+    except TrainingInterrupted as err:
+        assert "Interrupted by SIGTERM in epoch 1" in str(err)
+    else:
+        pytest.fail("SIGTERM did not stop training")
+    assert resume_state(tmp_path)["step"] == 4  # saved after the repeated SIGTERM too
+    with pytest.raises(KeyboardInterrupt):
+        _model().fit(
+            X,
+            batch_size=16,
+            verbose=0,
+            callbacks=[*training_callbacks(tmp_path / "b"), Twice(signal.SIGINT)],
+        )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is _survive
+
+
+def test_sigterm_after_the_epochs_is_recorded_and_the_run_resumes(tmp_path):
+    """SIGTERM while train() saves the model and computes the test metrics (outside fit):
+    run.json says "interrupted" with the resume command, and --resume finishes the run."""
+    from kvae.train import train
+
+    class Late(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):  # after kvae's guard gave its handler back
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    config = _tiny_config(epochs=2)
+    signal.signal(signal.SIGTERM, _survive)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="Interrupted by SIGTERM") as info:
+        train(config, run, callbacks=[Late()], verbose=0)
+    assert info.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is _survive
+    record = _read_json(run / "run.json")
+    assert record["status"] == "interrupted", record
+    assert record["reason"].startswith("Interrupted by SIGTERM")
+    assert record["resume"] == f"kvae train --resume {run}"
+    result = train(resume_config(run), run, verbose=0)
+    assert _read_json(run / "run.json")["status"] == "finished"
+    assert result.metrics["epochs_completed"] == 2 and result.history == {}
+
+
 def _own_handler(signum, frame):
     pass
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 @pytest.mark.parametrize(
     "handler",
     [signal.SIG_IGN, signal.SIG_DFL, _own_handler],
     ids=["ignored", "default", "own-handler"],
 )
-def test_training_leaves_an_ignored_sigint_alone_and_gives_any_other_back(tmp_path, handler):
+def test_training_leaves_an_ignored_signal_alone_and_gives_any_other_back(tmp_path, handler, sig):
     """nohup and a shell's background jobs start a process with SIGINT ignored, and Python
-    leaves it so: training must not take it over. Any other handler is replaced by kvae's
-    during training and is exactly the one found afterwards (SIG_DFL too, which is 0)."""
+    leaves it so: training must not take it over (nor an ignored SIGTERM). Any other handler
+    is replaced by kvae's during training and is exactly the one found afterwards (SIG_DFL
+    too, which is 0)."""
     seen = []
 
     class Look(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            seen.append(signal.getsignal(signal.SIGINT))
+            seen.append(signal.getsignal(sig))
 
-    signal.signal(signal.SIGINT, handler)
+    signal.signal(sig, handler)
     callbacks = [*training_callbacks(tmp_path), Look()]
     _model().fit(X, epochs=1, batch_size=32, verbose=0, callbacks=callbacks)
     assert (seen[0] is handler) == (handler is signal.SIG_IGN), seen
-    assert signal.getsignal(signal.SIGINT) is handler
+    assert signal.getsignal(sig) is handler
 
 
 # ----- a checkpoint write that fails ------------------------------------------------------------
@@ -402,7 +520,6 @@ def test_training_callbacks_checks_its_options(tmp_path, monkeypatch):
     monkeypatch.delenv("KVAE_BACKUP_SECONDS")
     callbacks = training_callbacks(tmp_path)
     assert all(isinstance(c, keras.callbacks.Callback) for c in callbacks)
-    assert any(isinstance(c, keras.callbacks.BackupAndRestore) for c in callbacks)
     assert not os.listdir(tmp_path)  # nothing is written before training starts
 
 
@@ -436,45 +553,41 @@ class _BackupWrites(keras.callbacks.Callback):
         self._look()
 
 
-def test_backup_steps_saves_every_n_steps_not_every_batch(tmp_path):
-    """Two epochs of 12 steps with backup_steps=5: Keras' schedule counts steps across the
-    epoch boundary, so step backups land after steps 5, 10, 15 and 20 (4), plus one at each
-    epoch end (2): 6 writes. The old Backup set Keras' private `_last_batch_seen` before
-    asking `_should_save_on_batch`, so every batch looked like a new epoch: ~24 writes."""
+@pytest.mark.parametrize(
+    ("steps_per_execution", "writes"), [(1, 6), (4, 5)], ids=["one-step-calls", "4-step-calls"]
+)
+def test_backup_steps_saves_every_n_steps_not_every_batch(tmp_path, steps_per_execution, writes):
+    """Two epochs of 12 steps with backup_steps=5. The schedule counts steps across the epoch
+    boundary: one step per compiled call, step backups land after steps 5, 10, 15 and 20 (4),
+    plus one at each epoch end (2): 6 writes. Four steps per call: a backup is due at the end
+    of the call in which 5 steps have passed, after steps 8, 16 and 24 (3), plus the two epoch
+    ends: 5 writes (counting calls instead of steps would give 3). An older Backup set Keras'
+    private `_last_batch_seen` before asking `_should_save_on_batch`, so every batch looked
+    like a new epoch: ~24 writes."""
     x = np.random.default_rng(1).random((96, 8, 8, 1)).astype("float32")  # 12 steps of 8
     counter = _BackupWrites(tmp_path)
-    _model().fit(
+    model = kvae.VAE(data_shape=(8, 8, 1), latent_dim=2, seed=0)
+    model.compile(steps_per_execution=steps_per_execution)
+    model.fit(
         x,
         epochs=2,
         batch_size=8,
         verbose=0,
         callbacks=[*training_callbacks(tmp_path, backup_steps=5), counter],
     )
-    assert counter.writes == 6
+    assert counter.writes == writes
 
 
 def test_any_error_in_training_marks_the_run_failed(tmp_path):
     """Not only a NaN: whatever raises out of training leaves run.json saying "failed", with
     the reason and the resume command (and the SIGINT handler given back)."""
-    from kvae.config import TrainConfig
     from kvae.train import train
 
     class Boom(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             raise RuntimeError("the cooling failed")
 
-    config = TrainConfig(
-        dataset="digits",
-        max_train_examples=64,
-        max_test_examples=16,
-        batch_size=32,
-        epochs=3,
-        validation="none",
-        image_every=0,
-        projector=False,
-        eval_num_samples=0,
-        jit=False,
-    )
+    config = _tiny_config(epochs=3)
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="the cooling failed"):
         train(config, run, callbacks=[Boom()], verbose=0)

@@ -70,9 +70,9 @@ class _LazyGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except TrainingInterrupted as err:  # Ctrl-C, after saving: the shell's code for SIGINT
+        except TrainingInterrupted as err:  # Ctrl-C or SIGTERM, after saving: the shell's code
             click.echo(str(err), err=True)
-            ctx.exit(130)
+            ctx.exit(128 + int(getattr(err, "signum", 2)))  # 130 (SIGINT), 143 (SIGTERM)
         except KvaeError as err:
             raise click.ClickException(str(err)) from None
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:

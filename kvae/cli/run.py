@@ -1,13 +1,14 @@
 """Commands on a finished run directory: evaluate, sample, reconstruct, interpolate, encode,
 plot. Each checks its arguments (and that the output can be written) before it imports
-TensorFlow, then calls kvae.train.load_run and kvae.evaluation / kvae.plots."""
+TensorFlow, then calls kvae.train.load_run and kvae.evaluation / kvae.plots (and
+kvae.records to add results to the run directory)."""
 
 import json
 import os
 
 import click
 
-from kvae._choices import LOGLIK_METHODS
+from kvae._choices import AIS_DEFAULTS, LOGLIK_METHODS
 from kvae._files import check_writable
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -95,10 +96,10 @@ _METHODS = [*LOGLIK_METHODS, "auto"]
 @_count(
     "--ais-temperatures",
     low=2,
-    default=100,
+    default=AIS_DEFAULTS["num_temperatures"],
     help="Intermediate distributions of AIS (--method ais, and the gaps when AIS is used).",
 )
-@_count("--ais-chains", low=1, default=16, help="AIS chains per example.")
+@_count("--ais-chains", low=1, default=AIS_DEFAULTS["num_chains"], help="AIS chains per example.")
 @click.option(
     "--gaps",
     "with_gaps",
@@ -144,19 +145,12 @@ def evaluate(
     x, y = _test_data(config, max_examples)
     batch_size = batch_size or config.batch_size
     ais_options = {"num_temperatures": ais_temperatures, "num_chains": ais_chains}
-    conditional = getattr(model, "condition", None) is not None
-    chosen = "iwae" if conditional else evaluation.choose_method(model, method)
-    options = ais_options if chosen == "ais" else {}
-    if conditional:
-        if method not in (None, "iwae", "auto") or with_gaps:
-            from kvae.errors import ConfigError
-
-            raise ConfigError(
-                "Expected the IWAE method and no --gaps for a conditional run (the other "
-                f"log p(x) methods take no condition yet). Received: --method {method}"
-                + (" --gaps." if with_gaps else ".")
-            )
-        options = {"y": y}
+    # Both methods are settled before any work: one that does not apply (any but IWAE for a
+    # conditional run, and so --gaps there) is refused with the list of those that do.
+    chosen = evaluation.choose_method(model, method)
+    if with_gaps:
+        gap_method = "auto" if chosen == "iwae" else chosen
+        gap_method = evaluation.choose_method(model, gap_method, order=evaluation.GAP_METHODS)
     metrics = evaluation.evaluate(
         model,
         x,
@@ -165,21 +159,22 @@ def evaluate(
         seed=seed,
         method=chosen,
         verbose=0 if as_json else "auto",  # a progress bar on a terminal only
-        **options,
+        y=y if getattr(model, "condition", None) is not None else None,
+        **(ais_options if chosen == "ais" else {}),
     )
     if with_gaps:
-        gap_method = "auto" if chosen == "iwae" else chosen
-        resolved = evaluation.choose_method(model, gap_method, order=("exact", "quadrature", "ais"))
+        from kvae.records import record_metrics
+
         g = evaluation.gaps(
             model,
             x[:gap_examples],
-            method=resolved,
+            method=gap_method,
             batch_size=min(batch_size, 100),
             seed=seed,
-            log_likelihood_options=ais_options if resolved == "ais" else None,
+            log_likelihood_options=ais_options if gap_method == "ais" else None,
         )
         metrics.update(g["summary"])
-        evaluation.record_metrics(run_dir, g["summary"])
+        record_metrics(run_dir, g["summary"])
     if as_json:
         click.echo(json.dumps(metrics, sort_keys=True))
         return
@@ -274,11 +269,12 @@ def _require_images(model):
 )
 def sample(run_dir, n, output, seed, scale, label):
     """A grid of new images: z from the prior, shown as the mean of p(x|z)."""
-    from kvae import plots
     from kvae.errors import ConfigError
 
     check_writable(output, suffixes=(".png",), what="figure")
     _, model = _load(run_dir)
+    from kvae import plots  # after the checks: it imports TensorFlow
+
     _require_images(model)
     condition = getattr(model, "condition", None)
     if (label is None) != (condition is None):
@@ -303,10 +299,10 @@ def sample(run_dir, n, output, seed, scale, label):
 def reconstruct(run_dir, n, output, scale):
     """Test images (rows labelled "original") above their reconstructions (rows labelled
     "reconstruction": the mean of p(x|z) at the posterior mean of z)."""
-    from kvae import plots
-
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
+    from kvae import plots  # after the checks: it imports TensorFlow
+
     _require_images(model)
     x, _ = _test_data(config, n)
     ncols = min(8, n)
@@ -328,10 +324,10 @@ def reconstruct(run_dir, n, output, scale):
 def interpolate(run_dir, rows, steps, output, scale):
     """Decode the straight line between the posterior means of pairs of test images (the
     first and last column show the two images)."""
-    from kvae import plots
-
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
+    from kvae import plots  # after the checks: it imports TensorFlow
+
     _require_images(model)
     x, _ = _test_data(config, 2 * rows)
     _save_grid(plots.interpolations(model, x, rows=rows, steps=steps), model, output, scale)
@@ -398,11 +394,11 @@ def plot(run_dir, kind, output, grid, method, n, max_examples):
     (solid) and the per-example optimum q* (dashed) at 1 and 2 standard deviations over it,
     titled with log p(x), the ELBO and KL(q || p(z|x)) (a slice along q's two widest
     directions above 2-D)."""
-    from kvae import plots
-
     output = output or os.path.abspath(f"{kind}.png")  # say where the default went
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
+    from kvae import plots  # after the checks: it imports TensorFlow
+
     if kind == "classes":
         _require_images(model)
         _save_grid(plots.class_samples(model, per_class=10), model, output, None)

@@ -237,7 +237,8 @@ def train(config_file, recipe, run_dir, resume_dir, progress, **options):
 
     --resume RUN continues an interrupted or failed run; a finished run trains on when
     --epochs (the total) is larger than the epochs it trained, else kvae says so and exits 0.
-    Ctrl-C saves and exits 130 with the command that resumes the run.
+    Ctrl-C or SIGTERM (a scheduler's stop) saves and exits 130 or 143 with the command that
+    resumes the run.
 
     Keys of --config files are TrainConfig's: the options' names with '_' for '-'.
 

@@ -107,7 +107,7 @@ def make_dataset(
             ``(x, x, weight)``.
         in_graph: gather the rows in the graph from a host variable instead of from the
             numpy array (see the module docstring).
-        prefetch: batches kept ready ahead of the consumer, >= 1 (:func:`prefetch_for`
+        prefetch: batches kept ready ahead of the consumer, >= 1 (``prefetch_for``
             sizes it for a consumer that takes many batches at once).
         y: optional conditions of the examples (a conditional VAE's class labels or
             vectors), shape (n, ...): each batch carries the rows of ``y`` that match its

@@ -7,8 +7,13 @@ the variational gaps, active units and the KL per latent dimension.
     g = evaluation.gaps(model, x_test[:100])                       # inference/approx./amort.
 
 Modules: ``summary`` (evaluate, active units, KL per dimension), ``loglik`` (the dispatcher),
-``iwae``, ``exact``, ``quadrature``, ``ais`` (with BDMC), ``gap`` (the gaps), ``result``
-(:class:`LogLikelihood`), ``structure`` (which methods apply to a model).
+``iwae``, ``exact``, ``quadrature``, ``ais`` (with BDMC), ``gap`` (the gaps and q*),
+``result`` (:class:`LogLikelihood`), ``structure`` (which methods apply to a model),
+``joint`` (log p(x, z) and log q(z|x) on many z), ``moments`` (q's mean and scale).
+
+Evaluation computes on a model passed in and returns numbers: it writes no files. Writing
+results into a run directory and its TensorBoard log is :mod:`kvae.records`' job; figures
+are :mod:`kvae.plots`'.
 """
 
 from kvae.evaluation.ais import ais_log_likelihood, bdmc, simulate
@@ -17,16 +22,19 @@ from kvae.evaluation.exact import (
     linear_gaussian_posterior,
     mean_field_gap,
 )
-from kvae.evaluation.gap import gaps
+from kvae.evaluation.gap import GAP_METHODS, elbo_samples, gaps, optimise_posterior
 from kvae.evaluation.iwae import iwae_log_likelihood
+from kvae.evaluation.joint import log_joint, log_q
 from kvae.evaluation.loglik import METHODS, choose_method, log_likelihood
+from kvae.evaluation.moments import q_moments
 from kvae.evaluation.quadrature import (
+    PosteriorGrid,
     elbo_quadrature,
+    grid_points,
     kl_to_posterior,
     posterior_grid,
     quadrature_log_likelihood,
 )
-from kvae.evaluation.records import record_metrics
 from kvae.evaluation.result import LogLikelihood
 from kvae.evaluation.structure import applicable
 from kvae.evaluation.summary import (
@@ -40,27 +48,34 @@ from kvae.evaluation.summary import (
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
+    "GAP_METHODS",
     "METHODS",
     "LogLikelihood",
+    "PosteriorGrid",
     "active_units",
     "ais_log_likelihood",
     "applicable",
     "bdmc",
     "choose_method",
     "elbo_quadrature",
+    "elbo_samples",
     "evaluate",
     "exact_log_likelihood",
     "gaps",
+    "grid_points",
     "iwae_log_likelihood",
     "kl_per_dimension",
     "kl_to_posterior",
     "latent_summary",
     "linear_gaussian_posterior",
+    "log_joint",
     "log_likelihood",
+    "log_q",
     "mean_field_gap",
+    "optimise_posterior",
     "posterior_grid",
     "posterior_moments",
+    "q_moments",
     "quadrature_log_likelihood",
-    "record_metrics",
     "simulate",
 ]

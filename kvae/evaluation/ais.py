@@ -32,22 +32,14 @@ import tensorflow_probability as tfp
 
 from kvae import _compile_mode, objectives
 from kvae._checks import positive_int
+from kvae._choices import AIS_DEFAULTS
 from kvae.errors import ConfigError
+from kvae.evaluation.moments import q_moments
 from kvae.evaluation.result import LogLikelihood
 
 __all__ = ["ais_log_likelihood", "bdmc", "check_ais_options"]
 
-DEFAULTS = dict(
-    num_temperatures=100,
-    num_chains=16,
-    num_leapfrog_steps=5,
-    warmup_chains=4,
-    target_accept=0.65,
-    init_step_size=None,
-    start="posterior",
-    batch_size=50,
-    seed=0,
-)
+DEFAULTS = AIS_DEFAULTS  # one table, in kvae._choices (the command line reads it)
 
 
 def check_ais_options(**options):
@@ -173,13 +165,6 @@ def _weights_summary(lw):
     return est, se
 
 
-def _scale(q):
-    try:
-        return np.asarray(q.stddev(), np.float64)
-    except NotImplementedError:
-        return np.asarray(q.sample(64, seed=[0, 1]), np.float64).std(axis=0)
-
-
 def _run_batch(model, xb, o, seed, z_exact=None):
     """Forward AIS (and with ``z_exact`` also the reverse chain) for one batch; ``seed`` is
     the batch's stateless seed pair."""
@@ -191,7 +176,7 @@ def _run_batch(model, xb, o, seed, z_exact=None):
     x_t = tf.constant(xb)
     q = model.encode(x_t)
     base = model.prior_distribution() if o["start"] == "prior" else q
-    log_step0 = _initial_log_step(_scale(q), o["init_step_size"])
+    log_step0 = _initial_log_step(q_moments(q, num_samples=64)[1], o["init_step_size"])
     steps_in = np.tile(log_step0, (len(fwd_from), 1))
     use_prior = tf.constant(o["start"] == "prior")
     common = dict(

@@ -24,36 +24,74 @@ from kvae._checks import positive_int
 from kvae.errors import ConfigError
 from kvae.evaluation.loglik import choose_method, log_likelihood
 
-__all__ = ["gaps"]
+__all__ = ["GAP_METHODS", "elbo_samples", "gaps", "optimise_posterior"]
+
+# The log p(x) methods the gaps use, best first: ``method="auto"`` takes the first that
+# applies. IWAE is not among them: its bias inflates no gap but hides part of the inference
+# gap.
+GAP_METHODS = ("exact", "quadrature", "ais")
 
 
 def _elbo_samples_fn(model):
     fn = getattr(model, "_kvae_elbo_samples_fn", None)
     if fn is None:
 
-        def elbo_samples(x, params, seed, s):
-            """Per-sample ELBO terms [S, B]: log w_s = log p(x, z_s) - log q(z_s|x).
-
-            This form (rather than log p(x|z_s) - KL(q || p(z)) analytic) has zero variance
-            when q equals the true posterior, so a sample-average objective has its optimum
-            exactly there when the family contains it, and the gaps near 0 have small SEs."""
+        def elbo_samples_tf(x, params, seed, s):
             q = model.posterior_head.distribution(params)
             z = q.sample(s, seed=seed)
             return objectives.log_weights(
                 model.likelihood_head.prepare(x), q, model.prior_distribution(), model.decode, z
             )
 
-        fn = _compile_mode.function(elbo_samples)
+        fn = _compile_mode.function(elbo_samples_tf)
         model._kvae_elbo_samples_fn = fn
     return fn
 
 
-def _elbo(model, x, params, seed, s):
-    vals = _elbo_samples_fn(model)(x, params, seed, s).numpy().astype(np.float64)
-    return vals
+def elbo_samples(model, x, params, num_samples, seed):
+    """Per-sample ELBO terms ``[S, B]`` (float64 numpy) of the posterior with parameters
+    ``params``: log w_s = log p(x, z_s) - log q(z_s|x), z_s ~ q, S = ``num_samples``.
+
+    Their mean over samples estimates ELBO(q). This form (rather than log p(x|z_s) minus
+    the analytic KL(q || p(z))) has zero variance when q equals the true posterior, so a
+    sample-average objective has its optimum exactly there when the family contains it, and
+    gaps near 0 have small standard errors.
+
+    Args:
+        model: a kvae VAE (duck-typed: ``posterior_head``, ``likelihood_head``,
+            ``prior_distribution``, ``decode``).
+        x: a batch of data ``[B, ...]`` (numpy or tensor).
+        params: the posterior head's output for ``x`` (``model.posterior_head(model.encoder(x))``
+            or optimised parameters, see :func:`optimise_posterior`).
+        num_samples: S, samples per example.
+        seed: the stateless seed of the samples, a pair of integers or an int32 tensor.
+    """
+    fn = _elbo_samples_fn(model)
+    x = tf.convert_to_tensor(np.asarray(x, np.float32))
+    seed = tf.convert_to_tensor(seed, tf.int32)
+    return fn(x, params, seed, int(num_samples)).numpy().astype(np.float64)
 
 
-def _optimise(model, x, params0, seed, opt_samples, tol, max_iterations):
+def optimise_posterior(
+    model, x, params=None, *, seed=(0, 0), opt_samples=512, tol=1e-4, max_iterations=500
+):
+    """q*: the best member of the model's posterior family for each example of ``x``.
+
+    The posterior head's parameters are optimised directly, starting from ``params`` (default:
+    the encoder's output for ``x``), all examples at once, by L-BFGS on the mean of
+    :func:`elbo_samples` over a fixed set of ``opt_samples`` reparameterised samples per
+    example (the same at every iteration, drawn with the stateless ``seed``, so the objective
+    is deterministic), until the ELBO improves by less than ``tol`` nats between iterations
+    or after ``max_iterations``. An example keeps its starting parameters where L-BFGS did
+    not improve on them (a failed line search).
+
+    Returns ``(params_star, iterations, converged)``: the parameters (a tensor shaped as the
+    head's output; ``model.posterior_head.distribution(params_star)`` is q*), the iterations
+    run and whether each example converged (bool numpy ``[B]``).
+    """
+    x = tf.convert_to_tensor(np.asarray(x, np.float32))
+    params0 = model.posterior_head(model.encoder(x)) if params is None else params
+    seed = tf.convert_to_tensor(seed, tf.int32)
     fn = _elbo_samples_fn(model)
 
     def value_and_grad(params):
@@ -125,7 +163,7 @@ def gaps(
     optimiser's iterations; and ``params_star``, q*'s parameters.
     """
     _check(num_samples, opt_samples, tol, max_iterations, batch_size)
-    chosen = choose_method(model, method, order=("exact", "quadrature", "ais"))
+    chosen = choose_method(model, method, order=GAP_METHODS)
     model.check_data(x)
     x = np.asarray(x, np.float32)
     ll = log_likelihood(model, x, method=chosen, **(log_likelihood_options or {}))
@@ -136,11 +174,17 @@ def gaps(
         params0 = model.posterior_head(model.encoder(xb))
         opt_seed = tf.random.experimental.stateless_fold_in(base, 2 * start)
         eval_seed = tf.random.experimental.stateless_fold_in(base, 2 * start + 1)
-        params, n_it, conv = _optimise(
-            model, xb, params0, opt_seed, opt_samples, tol, max_iterations
+        params, n_it, conv = optimise_posterior(
+            model,
+            xb,
+            params0,
+            seed=opt_seed,
+            opt_samples=opt_samples,
+            tol=tol,
+            max_iterations=max_iterations,
         )
-        a = _elbo(model, xb, params0, eval_seed, num_samples)
-        b = _elbo(model, xb, params, eval_seed, num_samples)  # same seed: common numbers
+        a = elbo_samples(model, xb, params0, num_samples, eval_seed)
+        b = elbo_samples(model, xb, params, num_samples, eval_seed)  # same seed: common numbers
         k = np.sqrt(num_samples)
         elbo_q.append(a.mean(0))
         elbo_s.append(b.mean(0))

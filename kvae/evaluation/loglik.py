@@ -13,6 +13,8 @@ records its choice in the result's ``method``.
 
 import inspect
 
+import numpy as np
+
 from kvae.errors import ConfigError
 from kvae.evaluation import ais, exact, iwae, quadrature
 from kvae.evaluation.structure import METHODS, applicable, require
@@ -32,7 +34,15 @@ def choose_method(model, method="auto", order=("exact", "quadrature", "iwae")):
     applies). Raises ConfigError for an unknown method or one that does not apply."""
     if method == "auto":
         reasons = applicable(model)
-        return next(m for m in order if reasons[m] is None)
+        chosen = next((m for m in order if reasons[m] is None), None)
+        if chosen is None:
+            why = "; ".join(f"{m}: {reasons[m]}" for m in order)
+            ok = [m for m in METHODS if reasons[m] is None]
+            raise ConfigError(
+                f"Expected a model that one of the methods {list(order)} applies to. "
+                f"Received: a model where {why}. Methods that apply to this model: {ok}."
+            )
+        return chosen
     if method not in METHODS:
         raise ConfigError(
             f"Expected method to be one of {[*METHODS, 'auto']}. Received: method={method!r}."
@@ -54,7 +64,7 @@ def _check_options(method, options):
     return options
 
 
-def log_likelihood(model, x, method="auto", **options):
+def log_likelihood(model, x, method="auto", *, y=None, **options):
     """log p(x) per example with standard errors, a :class:`kvae.evaluation.LogLikelihood`.
 
     Args:
@@ -62,13 +72,18 @@ def log_likelihood(model, x, method="auto", **options):
             ``prior_distribution`` / ``likelihood_head`` interface).
         x: numpy data ``(n, *input_shape)``.
         method: ``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"`` or ``"auto"``.
+        y: the conditions of ``x`` for a conditional model (``kvae.VAE(condition=...)``),
+            whose log p(x|y) only IWAE estimates (``"auto"`` picks it, the other methods
+            are refused); ignored by other models.
         **options: the method's own options: iwae ``num_samples``, ``batch_size``,
-            ``chunk_size``, ``seed``; quadrature ``grid``, ``num_sd``, ``edge_tol``,
-            ``max_widen``, ``batch_size``; ais see :func:`kvae.evaluation.ais.ais_log_likelihood`.
+            ``chunk_size``, ``seed``, ``verbose``; quadrature ``grid``, ``num_sd``,
+            ``edge_tol``, ``max_widen``, ``batch_size``; ais see
+            :func:`kvae.evaluation.ais.ais_log_likelihood`.
 
     Raises:
         ConfigError: an unknown method or option, options out of range, or a method that does
             not apply to this model (the message names those that do), before any work.
+        DataError: a conditional model without one condition per example in ``y``.
     """
     chosen = choose_method(model, method)
     if method == "auto" and chosen == "exact":
@@ -77,4 +92,8 @@ def log_likelihood(model, x, method="auto", **options):
         iwae_only = {"num_samples", "chunk_size", "seed"}
         options = {k: v for k, v in options.items() if k not in iwae_only}
     options = _check_options(chosen, options)
+    condition = getattr(model, "condition", None)
+    if condition is not None:  # chosen is "iwae" (structure.applicable)
+        condition.check(None if y is None else np.asarray(y), len(x))
+        options["y"] = y
     return _FUNCTIONS[chosen](model, x, **options)

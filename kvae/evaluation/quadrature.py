@@ -21,28 +21,37 @@ error of the full grid is far below it). If the edge mass stays above ``edge_tol
 import itertools
 
 import numpy as np
+from scipy.special import logsumexp
 
 from kvae._checks import positive_int
 from kvae.errors import ConfigError
 from kvae.evaluation.joint import log_joint, log_q
+from kvae.evaluation.moments import q_moments
 from kvae.evaluation.result import LogLikelihood
 from kvae.evaluation.structure import require
 
-__all__ = ["DEFAULT_GRID", "PosteriorGrid", "posterior_grid", "quadrature_log_likelihood"]
+__all__ = [
+    "DEFAULT_GRID",
+    "PosteriorGrid",
+    "elbo_quadrature",
+    "grid_points",
+    "kl_to_posterior",
+    "posterior_grid",
+    "quadrature_log_likelihood",
+]
 
 DEFAULT_GRID = {1: 513, 2: 49, 3: 25}
 _COARSE = {1: 65, 2: 25, 3: 13}
 _BATCH = {1: 64, 2: 16, 3: 2}
 
 
-def _logsumexp(a, axis=0):
-    top = np.max(a, axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    return np.squeeze(top, axis) + np.log(np.sum(np.exp(a - top), axis=axis))
+def grid_points(centre, half, g):
+    """A regular grid per example: ``g`` points per axis from ``centre - half`` to
+    ``centre + half`` (both ``[B, L]``, numpy).
 
-
-def _grid_points(centre, half, g):
-    """Points ``[g**L, B, L]``, per-axis spacing ``[B, L]``, and index arrays ``[g**L, L]``."""
+    Returns ``(z, spacing, index)``: the points ``[g**L, B, L]``, the spacing per axis
+    ``[B, L]`` and each point's integer grid coordinates ``[g**L, L]`` (the same order for
+    every example)."""
     lat = centre.shape[1]
     ticks = np.linspace(-1.0, 1.0, g)
     idx = np.array(list(itertools.product(range(g), repeat=lat)))  # [P, L]
@@ -61,8 +70,8 @@ class PosteriorGrid:
     def __init__(self, z, lj, spacing, index, g):
         self.z, self.log_joint, self.spacing, self.index, self.g = z, lj, spacing, index, g
         log_cell = np.sum(np.log(spacing), axis=1)
-        self.log_evidence = _logsumexp(lj) + log_cell
-        log_w = lj - _logsumexp(lj)[None]
+        self.log_evidence = logsumexp(lj, axis=0) + log_cell
+        log_w = lj - logsumexp(lj, axis=0)[None]
         self.weights = np.exp(log_w)  # normalised posterior mass per point [P, B]
         edge = np.any((index == 0) | (index == g - 1), axis=1)
         self.edge_mass = self.weights[edge].sum(axis=0)
@@ -74,21 +83,13 @@ class PosteriorGrid:
         """log p(x) from every other point (twice the spacing), for the resolution check."""
         keep = np.all(self.index % 2 == 0, axis=1)
         log_cell = np.sum(np.log(2 * self.spacing), axis=1)
-        return _logsumexp(self.log_joint[keep]) + log_cell
-
-
-def _q_moments(q, seed=0):
-    try:
-        return np.asarray(q.mean(), np.float64), np.asarray(q.stddev(), np.float64)
-    except NotImplementedError:  # a flow posterior: moments from samples
-        z = np.asarray(q.sample(256, seed=[seed, 1]), np.float64)
-        return z.mean(0), z.std(0)
+        return logsumexp(self.log_joint[keep], axis=0) + log_cell
 
 
 def _place(model, xb, centre, half, g, edge_tol, max_widen, what):
     """Evaluate on the grid, doubling ``half`` for examples with too much edge mass."""
     for _ in range(max_widen + 1):
-        z, spacing, idx = _grid_points(centre, half, g)
+        z, spacing, idx = grid_points(centre, half, g)
         grid = PosteriorGrid(z, log_joint(model, xb, z), spacing, idx, g)
         # A non-finite log p(x, z) is reported as a NaN estimate for its example (by index,
         # see LogLikelihood.nan_indices), not widened for.
@@ -115,7 +116,7 @@ def posterior_grid(
     g = DEFAULT_GRID[lat] if grid is None else grid
     gc = _COARSE[lat] if coarse is None else coarse
     q = model.encode(x) if q is None else q
-    m_q, s_q = _q_moments(q)
+    m_q, s_q = q_moments(q)
     first = _place(model, x, m_q, 12.0 * s_q, gc, 1e-3, max_widen, "coarse")
     # A posterior narrower than the coarse spacing shows sd ~ 0: keep at least half a cell.
     sd = np.maximum(first.sd, 0.5 * first.spacing)
@@ -203,13 +204,13 @@ def kl_to_posterior(model, x, q=None, **options):
     num_sd = options.get("num_sd", 6.0)
     pg = posterior_grid(model, x, q=q, **options)
     # One box holding both the posterior's grid and q's own +-num_sd box.
-    m_q, s_q = _q_moments(q)
+    m_q, s_q = q_moments(q)
     lo = np.minimum(pg.z.min(axis=0), m_q - num_sd * s_q)
     hi = np.maximum(pg.z.max(axis=0), m_q + num_sd * s_q)
-    z, spacing, _ = _grid_points((lo + hi) / 2, (hi - lo) / 2, grid)
+    z, spacing, _ = grid_points((lo + hi) / 2, (hi - lo) / 2, grid)
     lj = log_joint(model, x, z)
     log_cell = np.sum(np.log(spacing), axis=1)
-    log_px = _logsumexp(lj) + log_cell
+    log_px = logsumexp(lj, axis=0) + log_cell
     lq = log_q(q, z)
     qw = np.exp(lq + log_cell[None])
     kl = np.sum(qw * (lq - lj), axis=0) + log_px
@@ -221,8 +222,8 @@ def elbo_quadrature(model, x, q=None, *, grid=None, num_sd=6.0):
     x = np.asarray(x, np.float32)
     q = model.encode(x) if q is None else q
     lat = model.latent_dim
-    m, s = _q_moments(q)
-    z, spacing, _ = _grid_points(m, num_sd * s, DEFAULT_GRID[lat] if grid is None else grid)
+    m, s = q_moments(q)
+    z, spacing, _ = grid_points(m, num_sd * s, DEFAULT_GRID[lat] if grid is None else grid)
     lq = log_q(q, z)
     lj = log_joint(model, x, z)
     qw = np.exp(lq + np.sum(np.log(spacing), axis=1)[None])

@@ -42,7 +42,13 @@ def linear_gaussian(model):
 
 
 def applicable(model):
-    """``{method: None or reason it does not apply}`` for this model."""
+    """``{method: None or reason it does not apply}`` for this model.
+
+    A conditional model (``kvae.VAE(condition=...)``, log p(x|y)) has IWAE only: the other
+    methods take no condition yet."""
+    if getattr(model, "condition", None) is not None:
+        why = "the model is conditional (only IWAE estimates log p(x|y) so far)"
+        return {"iwae": None, "exact": why, "quadrature": why, "ais": why}
     out = {"iwae": None, "ais": None}
     lg = linear_gaussian(model)
     out["exact"] = lg if isinstance(lg, str) else None

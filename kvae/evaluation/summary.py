@@ -31,9 +31,12 @@ same likelihood family on the same data scale.
 import time
 
 import numpy as np
+from scipy.special import log_softmax, logsumexp
 
 from kvae._checks import positive_int
 from kvae._progress import Progress, resolve_verbose
+from kvae.evaluation.loglik import _check_options, choose_method, log_likelihood
+from kvae.evaluation.moments import q_moments
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
@@ -47,16 +50,15 @@ __all__ = [
 ACTIVE_UNIT_THRESHOLD = 0.01
 _ENCODE_BATCH = 1000
 _KL_MC_SAMPLES = 64
-_MOMENT_SAMPLES = 256
 
 
 def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, verbose=0, y=None, seed=0):
     """Posterior means and marginal standard deviations of q(z|x), numpy ``(n, latent_dim)``.
 
     For a q without closed-form moments (a flow: ``posterior="iaf"``) both are estimated
-    from ``_MOMENT_SAMPLES`` draws per example. ``y``: a conditional model's conditions.
-    ``verbose``: 0 silent, 1 a progress bar over the batches, 2 one line when done, "auto"
-    a bar when standard output is a terminal."""
+    from ``MOMENT_SAMPLES`` draws per example (:func:`q_moments`). ``y``: a conditional
+    model's conditions. ``verbose``: 0 silent, 1 a progress bar over the batches, 2 one line
+    when done, "auto" a bar when standard output is a terminal."""
     import tensorflow as tf
 
     means, scales = [], []
@@ -65,14 +67,9 @@ def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, verbose=0, y=None, 
             rows = slice(start, start + batch_size)
             xb = np.asarray(x[rows], np.float32)
             q = model.encode(xb) if y is None else model.encode(xb, np.asarray(y)[rows])
-            if _gaussian_posterior(q):
-                means.append(np.asarray(q.mean()))
-                scales.append(np.asarray(q.stddev()))
-            else:
-                seed_b = tf.constant([seed, start])
-                z = np.asarray(q.sample(_MOMENT_SAMPLES, seed=seed_b), np.float64)
-                means.append(z.mean(axis=0))
-                scales.append(z.std(axis=0, ddof=1))
+            mean, scale = q_moments(q, seed=tf.constant([seed, start]))
+            means.append(mean.astype(np.float32))
+            scales.append(scale.astype(np.float32))
             progress.advance()
     return np.concatenate(means), np.concatenate(scales)
 
@@ -120,7 +117,8 @@ def kl_per_dimension(model, x, *, means=None, scales=None, seed=0, y=None):
     if isinstance(prior, tfd.MixtureSameFamily) and isinstance(
         components, tfd.MultivariateNormalDiag
     ):
-        log_pi = np.asarray(_log_softmax(prior.mixture_distribution.logits_parameter()), np.float64)
+        logits = np.asarray(prior.mixture_distribution.logits_parameter(), np.float64)
+        log_pi = log_softmax(logits, axis=-1)
         locs = np.asarray(components.mean(), np.float64)  # (C, L)
         sds = np.asarray(components.stddev(), np.float64)  # (C, L)
         rng = np.random.default_rng(seed)
@@ -135,7 +133,7 @@ def kl_per_dimension(model, x, *, means=None, scales=None, seed=0, y=None):
             log_q = _normal_log_pdf(z, m_b, s_b)
             # log p(z_u) = logsumexp_c [log pi_c + log N(z_u; loc_cu, sd_cu)]
             per_c = _normal_log_pdf(z[..., None, :], locs, sds) + log_pi[:, None]  # (S,B,C,L)
-            log_p = _logsumexp(per_c, axis=-2)
+            log_p = logsumexp(per_c, axis=-2)
             total += (log_q - log_p).mean(axis=0).sum(axis=0)
         method = (
             f"Monte Carlo ({_KL_MC_SAMPLES} samples per example) of KL between the marginals "
@@ -145,18 +143,8 @@ def kl_per_dimension(model, x, *, means=None, scales=None, seed=0, y=None):
     return None, f"unavailable: no per-dimension marginals for a {type(prior).__name__} prior"
 
 
-def _log_softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    return logits - _logsumexp(logits, axis=-1)[..., None]
-
-
 def _normal_log_pdf(z, loc, scale):
     return -0.5 * ((z - loc) / scale) ** 2 - np.log(scale) - 0.5 * np.log(2 * np.pi)
-
-
-def _logsumexp(a, axis):
-    top = np.max(a, axis=axis, keepdims=True)
-    return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(a - top), axis=axis))
 
 
 def evaluate(
@@ -192,24 +180,16 @@ def evaluate(
             of the per-example Monte Carlo errors) and
             ``log_likelihood_nan_examples`` (indices of examples whose estimate is not finite).
         y: the conditions of ``x`` for a conditional model (``kvae.VAE(condition=...)``);
-            its log p(x|y) is estimated by IWAE.
+            its log p(x|y) is estimated by IWAE, the one method that takes a condition
+            (:func:`kvae.evaluation.log_likelihood` refuses the others).
     """
-    from kvae.evaluation.loglik import choose_method, log_likelihood
-
     if num_samples != 0:
         positive_int("num_samples", num_samples)
     batch_size = positive_int("batch_size", batch_size)
     verbose = resolve_verbose(verbose)
     x = np.asarray(x, np.float32)
     model.check_data(x)
-    if y is not None and (method or "iwae") != "iwae":
-        from kvae.errors import ConfigError
-
-        raise ConfigError(
-            "Expected method='iwae' for a conditional model (the other log p(x) methods take "
-            f"no condition yet). Received: method={method!r}."
-        )
-    chosen = ("iwae" if y is not None else choose_method(model, method)) if num_samples else None
+    chosen = choose_method(model, method) if num_samples else None
     if chosen == "iwae":
         options = dict(
             options, num_samples=num_samples, batch_size=batch_size, seed=seed, verbose=verbose
@@ -217,8 +197,6 @@ def evaluate(
     elif chosen == "ais":
         options = dict(options, seed=seed)
     if chosen is not None:  # refuse bad options before the (long) model.evaluate
-        from kvae.evaluation.loglik import _check_options
-
         _check_options(chosen, options)
     seconds = {}
     start = time.perf_counter()
@@ -235,17 +213,7 @@ def evaluate(
         start = time.perf_counter()
         what = f"importance-weighted bound, K={num_samples}" if chosen == "iwae" else chosen
         _title(verbose, f"log p(x): {what}")
-        if y is not None:
-            ll = model.log_likelihood(
-                x,
-                num_samples=num_samples,
-                batch_size=batch_size,
-                seed=seed,
-                method="iwae",
-                y=y,
-            )
-        else:
-            ll = log_likelihood(model, x, method=chosen, **options)
+        ll = log_likelihood(model, x, method=chosen, y=y, **options)
         seconds["log_likelihood"] = time.perf_counter() - start
         result.update(ll.summary())
         if chosen == "iwae":

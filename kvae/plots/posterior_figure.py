@@ -1,12 +1,55 @@
-"""The figure behind :func:`kvae.plots.posterior`: p(z|x) on a grid with q and q* over it."""
+"""The true posterior p(z|x) on a grid with q(z|x) and q* over it (:func:`posterior`): the
+figure of ``kvae plot --kind posterior`` and of TensorBoard's ``posterior`` image.
+
+The numbers come from :mod:`kvae.evaluation`'s public functions: the grid and log p(x) by
+quadrature, q's moments, log p(x, z), the per-sample ELBO and q* (the optimised posterior).
+"""
 
 import numpy as np
 import tensorflow as tf
+from scipy.special import logsumexp
 
-from kvae.evaluation.joint import log_joint, log_q
-from kvae.evaluation.quadrature import _grid_points, _logsumexp, _q_moments, posterior_grid
+from kvae import evaluation
+from kvae._files import atomic_path, check_writable
+from kvae.errors import DataError
+from kvae.plots.figures import DPI, new_figure
+from kvae.plots.grids import as_images, image_shape
 
-__all__ = ["draw_posterior"]
+__all__ = ["draw_posterior", "posterior"]
+
+
+def posterior(model, x, path=None, *, n=4, optimise=True, grid=121):
+    """For each of the first ``n`` examples of ``x``: the image beside the true posterior
+    p(z|x) (filled contours of the normalised density on a grid), with q(z|x) (solid) and q*
+    (dashed: the best member of the posterior family for that example, see
+    :func:`kvae.evaluation.gaps`) drawn over it as ellipses at 1 and 2 standard deviations
+    (contours of their density when they are not Gaussian), titled with log p(x), the ELBO and
+    KL(q || p(z|x)).
+
+    For a 2-D latent the plane is the latent space and all three numbers come by quadrature.
+    Above 2-D the plane is a slice through q's mean along the two directions where q is
+    widest (the panel says so); log p(x) then comes from ``method="auto"`` and the ELBO from
+    1000 samples, so KL = log p(x) - ELBO is an estimate.
+
+    Returns (height, width) of the PNG written to ``path``, or with ``path=None`` the figure
+    as an RGB numpy array in [0, 1] (for TensorBoard).
+    """
+    if path is not None:
+        path = check_writable(path, suffixes=(".png",), what="figure")
+    n = min(int(n), len(x))
+    if n < 1:
+        raise DataError(f"Expected at least one example to draw. Received: {len(x)}.")
+    x = np.asarray(x[:n], np.float32)
+    images = as_images(x, tuple(model.data_shape)) if image_shape(model.data_shape) else None
+    fig = draw_posterior(model, x, images, optimise=optimise, grid=grid)
+    if path is not None:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+        w, h = fig.get_size_inches() * DPI
+        return int(round(h)), int(round(w))
+    canvas = fig.canvas
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float32) / 255.0
 
 
 def _covariance(dist):
@@ -18,10 +61,10 @@ def _covariance(dist):
 
 def _plane(model, x, q, grid):
     """``(origin [B, L], axes [B, 2, L], a [g], b [g] per example, slice?)``."""
-    m, s = _q_moments(q)
+    m, s = evaluation.q_moments(q)
     lat = model.latent_dim
     if lat == 2:
-        pg = posterior_grid(model, x, q=q)
+        pg = evaluation.posterior_grid(model, x, q=q)
         centre = pg.mean
         # +-4 posterior sd, widened to show q's 2-sd ellipse when q sits elsewhere.
         half = np.maximum(4 * pg.sd, np.abs(m - centre) + 2.5 * s)
@@ -38,11 +81,13 @@ def _plane(model, x, q, grid):
 
 def _density(model, x, origin, axes, half, grid):
     b = len(x)
-    unit, spacing, _ = _grid_points(np.zeros((b, 2)), half, grid)  # [P, B, 2] plane coords
+    unit, spacing, _ = evaluation.grid_points(
+        np.zeros((b, 2)), half, grid
+    )  # [P, B, 2] plane coords
     z = origin[None] + np.einsum("pbk,bkl->pbl", unit, axes)
-    lj = log_joint(model, x, z)
+    lj = evaluation.log_joint(model, x, z)
     log_cell = np.sum(np.log(spacing), axis=1)
-    dens = np.exp(lj - (_logsumexp(lj) + log_cell)[None])  # normalised on the plane
+    dens = np.exp(lj - (logsumexp(lj, axis=0) + log_cell)[None])  # normalised on the plane
     return unit, z, dens
 
 
@@ -75,7 +120,7 @@ def _overlay(ax, dist, origin, axes, unit, z, g, style, label, i):
         centre = axes[i] @ (mean - origin[i])
         _ellipses(ax, centre, axes[i] @ cov[i] @ axes[i].T, style, label)
         return
-    lq = log_q(dist, z)[:, i].reshape(g, g)
+    lq = evaluation.log_q(dist, z)[:, i].reshape(g, g)
     a = unit[:, i, 0].reshape(g, g)
     b = unit[:, i, 1].reshape(g, g)
     colour = "white" if style == "-" else "orange"
@@ -84,39 +129,33 @@ def _overlay(ax, dist, origin, axes, unit, z, g, style, label, i):
 
 
 def _numbers(model, x, q, sliced):
-    from kvae import evaluation
-
     if not sliced:
         ll = evaluation.quadrature_log_likelihood(model, x).estimate
         elbo = evaluation.elbo_quadrature(model, x, q)
         return ll, elbo, "quadrature"
     ll = evaluation.log_likelihood(model, x, method="auto")
-    from kvae.evaluation.gap import _elbo_samples_fn
-
     params = model.posterior_head(model.encoder(tf.constant(x)))
-    w = _elbo_samples_fn(model)(tf.constant(x), params, tf.constant([0, 5]), 1000).numpy()
+    w = evaluation.elbo_samples(model, x, params, 1000, (0, 5))
     return ll.estimate, w.mean(0), ll.method
 
 
 def draw_posterior(model, x, images, *, optimise=True, grid=121):
-    """A matplotlib Figure with one row per example (see kvae.plots.posterior)."""
-    from kvae.plots import DPI, _figure
-
+    """A matplotlib Figure with one row per example (see :func:`posterior`)."""
     xt = tf.constant(x)
     params = model.posterior_head(model.encoder(xt))
     q = model.posterior_head.distribution(params)
     q_star = None
     if optimise:
-        from kvae.evaluation.gap import _optimise
-
-        p_star, _, _ = _optimise(model, xt, params, tf.constant([0, 3]), 256, 1e-4, 300)
+        p_star, _, _ = evaluation.optimise_posterior(
+            model, xt, params, seed=(0, 3), opt_samples=256, tol=1e-4, max_iterations=300
+        )
         q_star = model.posterior_head.distribution(p_star)
     origin, axes, half, sliced = _plane(model, x, q, grid)
     unit, z, dens = _density(model, x, origin, axes, half, grid)
     ll, elbo, how = _numbers(model, x, q, sliced)
     n = len(x)
     cols = 2 if images is not None else 1
-    fig = _figure()
+    fig = new_figure()
     fig.set_size_inches(4.0 * cols, 3.4 * n)
     fig.set_dpi(DPI)
     g = grid
