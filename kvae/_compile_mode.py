@@ -26,6 +26,8 @@ import logging
 import keras
 import tensorflow as tf
 
+from kvae import _keras_private
+
 __all__ = ["AUTO", "CompileChoice", "function", "log", "parse_jit", "resolve"]
 
 _log = logging.getLogger("kvae")
@@ -93,7 +95,7 @@ def _accelerator(strategy):
 
 
 def _conv_layer(model):
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _keras_private.nested_layers(model):
         if isinstance(layer, _CONV_LAYERS):
             return layer
     return None

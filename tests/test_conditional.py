@@ -75,7 +75,7 @@ def test_fit_on_arrays_runs_conditions_through_kvaes_pipeline_and_fused_loop(dig
     (Keras' own array path was 1.4-1.7x slower on MNIST). The fused loop must train exactly
     as the step-by-step loop over the same batches: a loop that dropped y, or fed one
     batch's y to another step, would move the weights."""
-    from kvae import model as kvae_model
+    from kvae.training import steps as training_steps
 
     x, y = digits[0][:290], digits[1][:290]
 
@@ -89,7 +89,7 @@ def test_fit_on_arrays_runs_conditions_through_kvaes_pipeline_and_fused_loop(dig
         return model, history
 
     fused, h_fused = run()
-    monkeypatch.setattr(kvae_model, "_fusable", lambda *args: False)
+    monkeypatch.setattr(training_steps, "fusable", lambda *args: False)
     plain, h_plain = run()
     assert fused._train_function_fused == 5 and plain._train_function_fused is None
     assert int(fused.optimizer.iterations) == int(plain.optimizer.iterations) == 2 * 10

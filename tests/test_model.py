@@ -186,7 +186,7 @@ def test_fit_epoch_loss_is_the_mean_over_examples_padding_excluded():
     ],
 )
 def test_steps_per_call_divides_the_epoch(steps, wanted, chosen):
-    from kvae.model import steps_per_call
+    from kvae.training import steps_per_call
 
     assert steps_per_call(steps, wanted) == chosen
 
@@ -237,11 +237,11 @@ def test_fit_on_arrays_leaves_no_dataset_or_iterator_behind(jit):
     ],
 )
 def test_fused_steps_train_as_keras_own_loop(monkeypatch, n, batch_size, wanted, per_call):
-    """fit on arrays runs its steps per call in one XLA loop (VAE._fused_train_function). It
+    """fit on arrays runs its steps per call in one XLA loop (kvae.training.fused). It
     must train exactly as Keras' multi-step loop: the same batches in the same order (the
     last one padded with weight-0 rows), one optimizer step each, the same logs. Both paths
     run the same XLA step on the same seeds, so they agree to float32 round-off."""
-    from kvae import model as kvae_model
+    from kvae.training import steps as training_steps
 
     x = _binary(n)
 
@@ -253,7 +253,7 @@ def test_fused_steps_train_as_keras_own_loop(monkeypatch, n, batch_size, wanted,
         return model, history
 
     fused, h_fused = run()
-    monkeypatch.setattr(kvae_model, "_fusable", lambda *args: False)
+    monkeypatch.setattr(training_steps, "fusable", lambda *args: False)
     plain, h_plain = run()
     assert fused._train_function_fused == per_call and plain._train_function_fused is None
     # A loop that ran too few or too many steps, or one step per call, moves this count.

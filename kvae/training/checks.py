@@ -1,0 +1,71 @@
+"""Data checked against a model before any step runs: the shape of one example, real and
+finite values, the likelihood's range (``model.likelihood_head.check_data``), and a
+conditional model's ``y``. Duck-typed: the model gives ``data_shape``, ``likelihood_head``
+and ``condition``."""
+
+import numpy as np
+import tensorflow as tf
+
+from kvae.errors import DataError
+from kvae.training.arrays import is_array
+
+__all__ = ["check_condition", "check_data"]
+
+
+def check_data(model, x, name="x"):
+    """Raise DataError unless ``x`` fits ``model``: shape, finite, the likelihood's range.
+
+    Arrays are checked whole; for a ``tf.data.Dataset`` the element shape is checked and
+    the values of its first batch."""
+    if x is None:
+        raise DataError(
+            f"Expected {name} to be data of shape (n, *{model.data_shape}). Received: None."
+        )
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        _check_shape(model, tuple(spec.shape), name)
+        for element in x.take(1):
+            batch = element[0] if isinstance(element, tuple) else element
+            _check_values(model, np.asarray(batch), name)
+        return
+    if isinstance(x, (tuple, list, dict)) or not hasattr(x, "shape"):
+        return  # Keras handles the other input types (generators, PyDataset) itself.
+    arr = np.asarray(x)
+    _check_shape(model, arr.shape, name)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(
+            f"Expected real numbers (an integer or floating dtype) in {name}. "
+            f"Received: dtype={arr.dtype}."
+        )
+    _check_values(model, arr, name)
+
+
+def check_condition(model, x, y):
+    """A conditional model's ``y`` must match ``x`` (before any work); others ignore ``y``."""
+    if model.condition is not None and is_array(x):
+        model.condition.check(None if y is None else np.asarray(y), int(x.shape[0]))
+
+
+def _check_shape(model, shape, name):
+    data_shape = model.data_shape
+    if tuple(shape[1:]) != data_shape:
+        hint = ""
+        if None not in shape and int(np.prod(shape[1:])) == int(np.prod(data_shape)):
+            hint = f" Reshape it with x.reshape(-1, {', '.join(map(str, data_shape))})."
+        raise DataError(
+            f"Expected {name} of shape (n, {', '.join(map(str, data_shape))}), the "
+            f"model's data_shape. Received: {name}.shape={tuple(shape)}.{hint}"
+        )
+
+
+def _check_values(model, arr, name):
+    if arr.size == 0:
+        raise DataError(f"Expected at least one example in {name}. Received: {arr.shape}.")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise DataError(
+            f"Expected finite values in {name}. Received: {bad} NaN or infinite values. "
+            f"Clean or impute the data before training."
+        )
+    model.likelihood_head.check_data(arr, name)
