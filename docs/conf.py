@@ -112,16 +112,12 @@ nitpick_ignore_regex = [
     ),
 ]
 
-# TEMPORARY: kvae docstrings whose references do not resolve today. The fixes are listed
-# in the docs helper's report (file, line, old -> new); the lead deletes this block once
-# they are applied. Nothing else may be added here.
-nitpick_ignore_temporary = [
-    ("py:func", "prefetch_for"),  # kvae/datasets/pipeline.py, make_dataset
+# TEMPORARY: kvae.evaluation docstrings whose references are being fixed on another branch;
+# deleted at its merge. Nothing else may be added here.
+nitpick_ignore = [
     ("py:func", "kvae.evaluation.ais.ais_log_likelihood"),  # kvae/evaluation/loglik.py
     ("py:class", "PosteriorGrid"),  # kvae/evaluation/quadrature.py, posterior_grid
-    ("py:func", "steps_per_call"),  # kvae/model.py, VAE.fit
 ]
-nitpick_ignore = list(nitpick_ignore_temporary)
 
 # ----- HTML -----------------------------------------------------------------------------
 html_theme = "furo"
@@ -129,35 +125,5 @@ html_title = f"kvae {release}"
 html_static_path = []
 
 
-# TEMPORARY, until the export helper's docs/export.md is merged: the README and the
-# toctree link to that page, which this branch does not have yet. While (and only while) the
-# file is missing, warnings that name it are dropped; every other warning still fails the
-# build. The lead deletes this block at the merge.
-_EXPORT_PAGE_MISSING = not os.path.exists(os.path.join(HERE, "export.md"))
-
-
-class _DropMissingExportPage:
-    def filter(self, record):
-        message = record.getMessage()
-        return not (
-            "export" in message and ("nonexisting document" in message or "export.md" in message)
-        )
-
-
-# TEMPORARY, until kvae/testing.py's check_encoder docstring quotes its shape as a literal:
-# "x (B, *data_shape)" opens an emphasis that never closes. The lead deletes this with the
-# nitpick_ignore_temporary block above.
-def _quote_check_encoder_shape(app, what, name, obj, options, lines):
-    if name == "kvae.testing.check_encoder" and lines:
-        lines[0] = lines[0].replace("x (B, *data_shape) ->", "x ``(B, *data_shape)`` ->")
-
-
 def setup(app):
     app.connect("autodoc-process-signature", _own_init_signature)
-    app.connect("autodoc-process-docstring", _quote_check_encoder_shape)
-    if _EXPORT_PAGE_MISSING:
-        import logging
-
-        for handler in logging.getLogger("sphinx").handlers:
-            # first, before Sphinx's own filters count the warning
-            handler.filters.insert(0, _DropMissingExportPage())

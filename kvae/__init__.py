@@ -46,6 +46,7 @@ _LAZY = {
     "config": ("kvae.config", None),
     "distribute": ("kvae.distribute", None),
     "evaluation": ("kvae.evaluation", None),
+    "export": ("kvae.export", None),
     "plots": ("kvae.plots", None),
     "testing": ("kvae.testing", None),
     "train": ("kvae.train", None),

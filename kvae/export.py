@@ -76,6 +76,37 @@ def export_saved_model(model, filepath, verbose=None):
     archive.write_out(str(filepath), verbose=True if verbose is None else bool(verbose))
 
 
+def export_model(
+    model, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs
+):
+    """What ``VAE.export`` (Keras' ``Model.export``) does for a kvae model.
+
+    ``format="tf_saved_model"`` (default) writes :func:`export_saved_model`'s SavedModel; its
+    signatures follow from the model, so it takes no ``input_signature`` or other options.
+    Keras' other formats (``"onnx"``, ``"litert"``, ``"openvino"``) export ``call``, the
+    reconstruction, with :func:`call_input_signature` unless one is given.
+    """
+    if format != "tf_saved_model":
+        if input_signature is None:
+            input_signature = call_input_signature(model)
+        return keras.Model.export(
+            model,
+            filepath,
+            format=format,
+            verbose=verbose,
+            input_signature=input_signature,
+            **kwargs,
+        )
+    if input_signature is not None or kwargs:
+        given = (["input_signature"] if input_signature is not None else []) + sorted(kwargs)
+        raise ConfigError(
+            "Expected no input_signature or other options with format='tf_saved_model': kvae's "
+            f"serving signatures follow from the model. Received: {given}. For endpoints of "
+            "your own use kvae.export.export_archive(model)."
+        )
+    return export_saved_model(model, filepath, verbose=verbose)
+
+
 def export_archive(model):
     """A ``keras.export.ExportArchive`` holding ``model``'s four endpoints, to add more
     endpoints to before ``write_out``."""

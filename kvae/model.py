@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kvae import _compile_mode, _precision, conditioning, objectives
+from kvae import _compile_mode, _precision, conditioning, export, objectives
 from kvae._checks import choice, positive_int, shape_tuple
 from kvae._choices import DEFAULT_STEPS_PER_EXECUTION, KL_METHODS, OBJECTIVES, SLOTS
 from kvae.errors import ConfigError, DataError, KvaeError
@@ -446,6 +446,14 @@ class VAE(Trainer, keras.Model):
         return result if method or return_stderr else result.estimate
 
     # ----- saving -----------------------------------------------------------------------
+    def export(
+        self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs
+    ):
+        """Export for inference, as Keras' ``Model.export``: by default a SavedModel with the
+        serving signatures ``reconstruct``, ``encode``, ``decode`` and ``sample``
+        (:func:`kvae.export.export_model`, docs/export.md)."""
+        return export.export_model(self, filepath, format, verbose, input_signature, **kwargs)
+
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable}
         config.update(component_configs(self._specs))
