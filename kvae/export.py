@@ -36,7 +36,7 @@ float32 ``[B, D]`` for ``condition={"dim": D}``; a model without a condition has
   ``loc`` and ``scale_tril`` [B, latent_dim, latent_dim]. ``iaf`` and ``hierarchical`` have no
   closed form: ``z`` and ``mean`` only.
 - ``decode(z[, y])`` -> ``mean`` (the likelihood's mean, data's shape), ``params`` (the
-  likelihood head's raw parameters, [B, *data_shape, params_per_dim]) and the per-dimension
+  likelihood head's raw parameters, ``[B, *data_shape, params_per_dim]``) and the per-dimension
   distribution's tensor parameters by TFP name: ``logits`` (``bernoulli``,
   ``continuous-bernoulli``), ``loc`` and ``scale`` (``gaussian``); ``discretized-logistic``
   has ``params`` only.

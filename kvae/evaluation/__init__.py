@@ -1,5 +1,5 @@
 """Test-set evaluation of a trained VAE: the ELBO and its parts, log p(x) by four methods,
-the variational gaps, active units and the KL per latent dimension.
+the variational gaps, active units and the KL per latent dimension::
 
     from kvae import evaluation
     metrics = evaluation.evaluate(model, x_test, num_samples=5000)
@@ -12,8 +12,8 @@ Modules: ``summary`` (evaluate, active units, KL per dimension), ``loglik`` (the
 ``joint`` (log p(x, z) and log q(z|x) on many z), ``moments`` (q's mean and scale).
 
 Evaluation computes on a model passed in and returns numbers: it writes no files. Writing
-results into a run directory and its TensorBoard log is :mod:`kvae.records`' job; figures
-are :mod:`kvae.plots`'.
+results into a run directory and its TensorBoard log is ``kvae.records``' job; figures
+are ``kvae.plots``'.
 """
 
 from kvae.evaluation.ais import ais_log_likelihood, bdmc, simulate
