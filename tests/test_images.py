@@ -465,3 +465,59 @@ def test_conv_networks_for_other_sizes(shape, kwargs):
     testing.check_encoder("conv", shape, kwargs=kwargs)
     decoder = testing.check_decoder("conv", shape, kwargs=kwargs, likelihoods=("bernoulli",))
     assert decoder(np.zeros((2, 3), "float32")).shape[1:3] == shape[:2]
+
+
+# ----- the command line -------------------------------------------------------------------------
+def _kvae(*args):
+    from click.testing import CliRunner
+
+    from kvae.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], prog_name="kvae")
+
+
+def test_train_help_and_bad_image_size(tmp_path):
+    text = _kvae("train", "--help").output
+    assert "--image-size" in text and "--on-bad-file [error|skip]" in text
+    root = _folder(tmp_path / "cli", [None], 2)
+    result = _kvae("train", "--dataset", root, "--image-size", "0x3", "--run-dir", tmp_path / "r")
+    assert result.exit_code != 0 and "Received: image_size='0x3'" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def _train_streams():
+    import inspect
+
+    import kvae.train
+
+    return "streamed_data" in inspect.getsource(kvae.train)
+
+
+@pytest.mark.skipif(
+    not _train_streams(), reason="kvae/train.py does not call streamed_data yet (issue 23)"
+)
+def test_train_from_a_folder_and_evaluate_from_the_run_directory(tmp_path):
+    root = _folder(tmp_path / "photos", ["a", "b"], 12, size=(24, 20))
+    run = tmp_path / "run"
+    nets = ["--encoder", "conv", "--decoder", "conv"]
+    nets += ["--encoder-kwargs", '{"filters": [8, 16]}', "--decoder-kwargs", '{"filters": [16, 8]}']
+    result = _kvae(
+        "train", "--dataset", root, "--image-size", "16", *nets, "--likelihood",
+        "discretized-logistic", "-z", "2", "--epochs", "1", "-b", "8", "--progress", "none",
+        "--no-projector", "--image-every", "0", "--run-dir", run,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["image_size"] == [16, 16] and config["dataset_kwargs"]["pixels"] == "uint8"
+    run_file = json.loads((run / "run.json").read_text())
+    assert run_file["data_shape"] == [16, 16, 3] and run_file["skipped_files"] == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_examples"] == 2
+    evaluated = _kvae("evaluate", run)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"{metrics['elbo']:.4f}" in evaluated.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    failed = _kvae("train", "--dataset", empty, "--run-dir", tmp_path / "r2")
+    assert failed.exit_code != 0 and "an empty folder" in failed.output
+    assert not (tmp_path / "r2").exists()

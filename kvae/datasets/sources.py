@@ -19,6 +19,7 @@ of 8-bit data (one that takes ``num_bins``, like "discretized-logistic"), else "
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import os
 
@@ -45,7 +46,13 @@ _STREAMING = ("cache", "shuffle_buffer", "drop_remainder")
 
 @dataclasses.dataclass
 class Streamed:
-    """A run's streamed data (see the module docstring)."""
+    """A run's streamed data (see the module docstring).
+
+    ``train``, ``validation`` (the test set, or None with validation "none") and ``test`` are
+    the streamed datasets. For the steps of a run that take arrays (the test metrics, the
+    TensorBoard pictures) ``x_test`` / ``y_test`` and ``x_val`` / ``y_val`` are the test
+    images as arrays, decoded on first use (the test set only: the training set is never
+    held in memory); ``y_train`` holds the training labels, which the listing knows."""
 
     train: object
     validation: object
@@ -58,8 +65,42 @@ class Streamed:
         return self.info.data_shape
 
     @property
+    def num_train(self):
+        return self.info.num_train
+
+    @property
     def steps_per_epoch(self):
         return int(self.train.cardinality())
+
+    @property
+    def y_train(self):
+        labels = self.info.train_labels
+        if self.info.class_names is None:
+            return None
+        if self.info.kind == "tfrecord":
+            parts = np.asarray(self.info.record_parts)
+            return np.asarray(labels, np.int64)[parts == 0]
+        return np.asarray(labels, np.int64)
+
+    @functools.cached_property
+    def _test_arrays(self):
+        return arrays_of(self.test)
+
+    @property
+    def x_test(self):
+        return self._test_arrays[0]
+
+    @property
+    def y_test(self):
+        return self._test_arrays[1]
+
+    @property
+    def x_val(self):
+        return None if self.validation is None else self.x_test
+
+    @property
+    def y_val(self):
+        return None if self.validation is None else self.y_test
 
 
 def is_streamed(dataset):
@@ -127,6 +168,12 @@ def streamed_data(config):
         raise DataError(
             f"Expected labels for conditional=True: the data set {config.dataset!r} has none. "
             "Put the images in class sub-folders (or give the TFRecords a label feature)."
+        )
+    if not info.num_test:
+        raise DataError(
+            f"Expected test images in {config.dataset!r} (a run reports test metrics). "
+            "Received: none held out. Give a test/ folder beside train/, or a test_fraction "
+            "> 0 in dataset_kwargs large enough to hold out one image."
         )
     train, test, info = image_dataset(
         config.dataset,
