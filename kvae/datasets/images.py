@@ -22,7 +22,7 @@ Sources:
   Records are held out by their index across the files in sorted order, with the same rule.
 
 Before anything is decoded, every file (every record) is listed and its header probed
-(:mod:`kvae.datasets._probe`: size, channels, truncation), so a bad file is named by its path
+(``kvae.datasets._probe``: size, channels, truncation), so a bad file is named by its path
 before training starts: ``on_bad_file="error"`` (default) raises, ``"skip"`` leaves such files
 out and lists them in the record's ``skipped``. Images of different sizes need
 ``image_size``; otherwise one error names two of the files and their sizes.
