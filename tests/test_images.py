@@ -233,6 +233,19 @@ def test_pixel_scalings(tmp_path):
     assert k.max() == 255 and len(np.unique(unit)) > len(np.unique(levels)) - 1
 
 
+@pytest.mark.parametrize("cache", ["memory", "file"])
+def test_cache_keeps_each_image_once_per_epoch_and_reshuffles(tmp_path, cache):
+    root = _folder(tmp_path / "c", [None], 10)
+    where = "memory" if cache == "memory" else str(tmp_path / "cache" / "decoded")
+    os.makedirs(tmp_path / "cache", exist_ok=True)
+    train, test, _ = datasets.image_dataset(root, batch_size=4, cache=where, seed=2)
+    first, second = _epoch(train)[0], _epoch(train)[0]
+    assert sorted(first) == sorted(second) == list(range(9))
+    assert first != second and _epoch(test)[0] == [9]
+    if cache == "file":
+        assert any(name.startswith("decoded") for name in os.listdir(tmp_path / "cache"))
+
+
 # ----- bad input --------------------------------------------------------------------------------
 def test_truncated_file_is_named_or_skipped(tmp_path):
     root = _folder(tmp_path / "bad", [None], 5)
@@ -353,6 +366,19 @@ def test_tfrecords_bad_input(tmp_path):
         datasets.image_dataset(str(tmp_path / "x.tfrecord"))
     _, _, info = datasets.image_dataset(str(tmp_path / "x.tfrecord"), image_key="img")
     assert info.num_train + info.num_test == 3
+    good = tf.train.Feature(bytes_list=tf.train.BytesList(value=[_encode(_crop(1, 12, 16), "png")]))
+    junk = tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"junk"]))
+    with tf.io.TFRecordWriter(str(tmp_path / "j.tfrecord")) as writer:
+        for feature in (good, junk, good, good):
+            example = tf.train.Example(features=tf.train.Features(feature={"image": feature}))
+            writer.write(example.SerializeToString())
+    with pytest.raises(DataError, match="j.tfrecord#1.*not a PNG"):
+        datasets.image_dataset(str(tmp_path / "j.tfrecord"))
+    train, _, info = datasets.image_dataset(
+        str(tmp_path / "j.tfrecord"), on_bad_file="skip", test_fraction=0, batch_size=2
+    )
+    assert info.num_train == 3 and [s[0] for s in info.skipped] == [str(tmp_path / "j.tfrecord#1")]
+    assert sum(int(w.numpy().sum()) for _, _, w in train) == 3
     with pytest.raises(DataError, match="no file matches"):
         datasets.image_dataset(str(tmp_path / "none-*.tfrecord"))
     (tmp_path / "cut.tfrecord").write_bytes((tmp_path / "x.tfrecord").read_bytes()[:-7])
