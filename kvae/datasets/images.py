@@ -215,7 +215,7 @@ def _image_files(folder):
     """(image paths, other file count, an example of another file) under ``folder``, sorted,
     hidden names skipped."""
     images, others, example = [], 0, None
-    for root, dirs, files in os.walk(folder, followlinks=True):
+    for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):

@@ -82,6 +82,11 @@ class Streamed:
             return np.asarray(labels, np.int64)[parts == 0]
         return np.asarray(labels, np.int64)
 
+    def train_examples(self, limit=1000):
+        """Up to ``limit`` training images as an array, from the first batches of an epoch
+        (for a prior initialised from data, say)."""
+        return arrays_of(self.train, limit)[0]
+
     @functools.cached_property
     def _test_arrays(self):
         return arrays_of(self.test)
