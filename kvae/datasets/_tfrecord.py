@@ -13,6 +13,7 @@ import io
 import numpy as np
 
 from kvae.datasets._probe import BadImage, probe_bytes
+from kvae.datasets._stream import decoder_of, finish_pass, parallel_calls, seal
 from kvae.datasets.npz import _holdout_mask
 from kvae.errors import DataError
 
@@ -117,11 +118,9 @@ def list_records(source, labels, test_fraction, on_bad_file, image_key, label_ke
     return names, shapes, skipped, files, counts, record_labels, parts.tolist()
 
 
-def split_dataset(info, part, batch_size, seed, shuffle, pad, cache, buffer, finish, options):
+def split_dataset(info, part, batch_size, seed, shuffle, pad, cache, buffer):
     """The batches of ``part`` ("train" or "test") of a TFRecord source (see the module doc)."""
     import tensorflow as tf
-
-    from kvae.datasets.images import _parallel, decoder_of
 
     files = list(info.train_files)
     counts = list(info.record_counts)
@@ -152,7 +151,7 @@ def split_dataset(info, part, batch_size, seed, shuffle, pad, cache, buffer, fin
         return (
             file_order.interleave(records_of, cycle_length=min(2, len(files)))
             .filter(lambda g, rec: tf.equal(tf.gather(parts, g), want))
-            .map(load, num_parallel_calls=_parallel(), deterministic=True)
+            .map(load, num_parallel_calls=parallel_calls(), deterministic=True)
         )
 
     in_order = stream(tf.data.Dataset.range(len(files)))
@@ -166,7 +165,5 @@ def split_dataset(info, part, batch_size, seed, shuffle, pad, cache, buffer, fin
             )
             examples = stream(examples)
         examples = examples.shuffle(min(buffer, n), seed=seed, reshuffle_each_iteration=True)
-    out = finish(examples, n, batch_size, pad, labelled, in_order)
-    batches = (-(-n // min(batch_size, n))) if pad else n // batch_size
-    out = out.apply(tf.data.experimental.assert_cardinality(batches))
-    return out.prefetch(2).with_options(options())
+    out = finish_pass(examples, n, batch_size, pad, labelled, in_order)
+    return seal(out, n, batch_size, pad)

@@ -65,6 +65,7 @@ import numpy as np
 
 from kvae.config import parse_image_size
 from kvae.datasets._probe import BadImage, probe
+from kvae.datasets._stream import decoder_of, finish_pass, parallel_calls, seal
 from kvae.datasets.npz import _holdout_mask
 from kvae.datasets.pipeline import _check_int
 from kvae.errors import ConfigError, DataError
@@ -476,42 +477,6 @@ def list_images(
 
 
 # ----- the pipeline -----------------------------------------------------------------------------
-def decoder_of(info):
-    """encoded bytes (a scalar string tensor) -> float32 image of ``info.data_shape``."""
-    import tensorflow as tf
-
-    height, width = info.image_size
-    channels, resize, pixels = info.channels, info.resize, info.pixels
-
-    def decode(contents):
-        image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
-        image = tf.cast(image, tf.float32)
-        if resize == "pad":
-            image = tf.image.resize_with_pad(image, height, width, antialias=True)
-        elif resize == "crop":
-            image = _centre_crop(image, height, width)
-            image = tf.image.resize(image, (height, width), antialias=True)
-        image = tf.ensure_shape(image, (height, width, channels))
-        if pixels == "uint8":
-            return tf.clip_by_value(tf.round(image), 0.0, 255.0) / 256.0
-        return tf.clip_by_value(image / 255.0, 0.0, 1.0)
-
-    return decode
-
-
-def _centre_crop(image, height, width):
-    """Keras' crop_to_aspect_ratio: the largest centred box of aspect height:width."""
-    import tensorflow as tf
-
-    shape = tf.shape(image)
-    h, w = shape[0], shape[1]
-    crop_h = tf.clip_by_value(w * height // width, 1, h)
-    crop_w = tf.clip_by_value(h * width // height, 1, w)
-    return tf.image.crop_to_bounding_box(
-        image, (h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w
-    )
-
-
 def image_dataset(
     source,
     *,
@@ -601,36 +566,6 @@ def image_dataset(
     return train, test, info
 
 
-def _finish(examples, n, batch_size, pad, labelled, first):
-    """examples (x, label) of one pass -> static batches, padded with ``first``'s weight-0
-    copies or with the remainder dropped."""
-    import tensorflow as tf
-
-    if pad:
-        batch_size = min(batch_size, n)
-        padding = -n % batch_size
-        ones = examples.map(lambda x, y: (x, y, tf.constant(1.0)))
-        if padding:
-            zeros = first.take(padding).map(lambda x, y: (x, y, tf.constant(0.0)))
-            ones = ones.concatenate(zeros)
-        out = ones if labelled else ones.map(lambda x, y, w: (x, x, w))
-    else:
-        out = examples if labelled else examples.map(lambda x, y: (x, x))
-    return out.batch(batch_size, drop_remainder=True)
-
-
-def _options():
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.autotune.enabled = False  # as kvae.datasets.pipeline: no autotuning thread
-    return options
-
-
-def _parallel():
-    return max(1, os.cpu_count() or 1)
-
-
 def _folder_split(info, part, batch_size, seed, shuffle, pad, cache, buffer):
     import tensorflow as tf
 
@@ -646,7 +581,7 @@ def _folder_split(info, part, batch_size, seed, shuffle, pad, cache, buffer):
         return decode(tf.io.read_file(tf.gather(paths, i))), tf.gather(label_of, i)
 
     def decoded(order):
-        return order.map(load, num_parallel_calls=_parallel(), deterministic=True)
+        return order.map(load, num_parallel_calls=parallel_calls(), deterministic=True)
 
     in_order = decoded(tf.data.Dataset.range(n))
     if cache is not None:
@@ -654,7 +589,7 @@ def _folder_split(info, part, batch_size, seed, shuffle, pad, cache, buffer):
         ds = cached
         if shuffle:
             ds = cached.shuffle(min(buffer, n), seed=seed, reshuffle_each_iteration=True)
-        out = _finish(ds, n, batch_size, pad, labelled, cached)
+        out = finish_pass(ds, n, batch_size, pad, labelled, cached)
     elif shuffle:
         key = tf.constant(seed, tf.int64)
 
@@ -662,20 +597,16 @@ def _folder_split(info, part, batch_size, seed, shuffle, pad, cache, buffer):
             s = tf.random.experimental.stateless_split(tf.stack([r, key]), num=1)[0]
             order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=s)
             examples = decoded(tf.data.Dataset.from_tensor_slices(order))
-            return _finish(examples, n, batch_size, pad, labelled, examples)
+            return finish_pass(examples, n, batch_size, pad, labelled, examples)
 
         passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
         out = passes.flat_map(one_pass)
     else:
-        out = _finish(in_order, n, batch_size, pad, labelled, in_order)
-    batches = (-(-n // min(batch_size, n))) if pad else n // batch_size
-    out = out.apply(tf.data.experimental.assert_cardinality(batches))
-    return out.prefetch(2).with_options(_options())
+        out = finish_pass(in_order, n, batch_size, pad, labelled, in_order)
+    return seal(out, n, batch_size, pad)
 
 
 def _tfrecord_split(info, part, batch_size, seed, shuffle, pad, cache, buffer):
     from kvae.datasets._tfrecord import split_dataset
 
-    return split_dataset(
-        info, part, batch_size, seed, shuffle, pad, cache, buffer, _finish, _options
-    )
+    return split_dataset(info, part, batch_size, seed, shuffle, pad, cache, buffer)
