@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import json
 import math
+import numbers
 import os
 from typing import Any
 
@@ -38,9 +39,10 @@ from kvae._choices import (
 )
 from kvae.errors import ConfigError
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "parse_image_size"]
 
 VALIDATION = ("test", "none")
+ON_BAD_FILE = ("error", "skip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +50,13 @@ class TrainConfig:
     """A training run's settings. All keys are keyword arguments with defaults.
 
     Data:
-        dataset: a registered data set name (``kvae.datasets.names()``) or a path to an .npz.
+        dataset: a registered data set name (``kvae.datasets.names()``), a path to an .npz, a
+            folder of images or a TFRecord path or glob (streamed: see
+            ``kvae.datasets.image_dataset``, whose options go in ``dataset_kwargs``).
         dataset_kwargs: extra arguments of the data set's loader.
+        image_size: [height, width] the images of a folder or TFRecord data set are resized
+            to (None: keep their one size); an int or "HxW" is accepted and stored as the pair.
+        on_bad_file: "error" or "skip": what to do with image files that cannot be read.
         binarize: None, "static" (one Bernoulli draw per pixel, fixed) or "dynamic" (a fresh
             draw each batch). The test set is always binarised statically (seeded), so test
             metrics are reproducible.
@@ -83,6 +90,8 @@ class TrainConfig:
 
     dataset: str = "mnist"
     dataset_kwargs: dict = dataclasses.field(default_factory=dict)
+    image_size: list | None = None
+    on_bad_file: str = "error"
     encoder: str = "mlp"
     encoder_kwargs: dict = dataclasses.field(default_factory=dict)
     decoder: str = "mlp"
@@ -306,6 +315,34 @@ def _validation(name, value):
     _fail(name, value, "'test', 'none' or a fraction of the training data in (0, 1)")
 
 
+def parse_image_size(value, name="image_size"):
+    """``value`` as (height, width): an int (square), "H" or "HxW", or a pair; None stays None.
+    Raises ConfigError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        sizes = [int(p) for p in parts if p.strip().isdigit()]
+        sizes = sizes if len(sizes) == len(parts) else []
+    elif isinstance(value, (list, tuple)):
+        sizes = list(value)
+    else:
+        sizes = [value]
+    integers = all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sizes)
+    if not (len(sizes) in (1, 2) and integers and min(sizes) >= 1):
+        _fail(
+            name,
+            value,
+            "a size in pixels: an integer (square), 'HxW' such as '64x48', or [height, width]",
+        )
+    return (int(sizes[0]), int(sizes[-1]))
+
+
+def _image_size(name, value):
+    size = parse_image_size(value, name)
+    return None if size is None else list(size)
+
+
 def _copy(value):
     return json.loads(json.dumps(value)) if isinstance(value, (dict, list)) else value
 
@@ -313,6 +350,8 @@ def _copy(value):
 _CHECKS = {
     "dataset": _name,
     "dataset_kwargs": _kwargs,
+    "image_size": _image_size,
+    "on_bad_file": _choice(ON_BAD_FILE),
     "encoder": _name,
     "encoder_kwargs": _kwargs,
     "decoder": _name,

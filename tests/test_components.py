@@ -159,3 +159,45 @@ def test_flat_log_prob_equals_tfps_independent_sum():
     one = lk._Independent(lk._LogitBernoulli(logits=logits[1, 0]), 3).log_prob(x[0])
     got = lk._Independent(lk._LogitBernoulli(logits=logits), 3).log_prob(x)
     np.testing.assert_allclose(got.numpy()[1, 0], one.numpy(), rtol=1e-6)
+
+
+def test_conv_default_keeps_the_keras_example_shape_and_old_configs_reload():
+    """The default conv nets are layer for layer those before image sizes and batch norm
+    came in, and a config saved then (without the new keys) rebuilds the same nets."""
+    import numpy as np
+
+    from kvae.networks.conv import ConvDecoder, ConvEncoder
+
+    encoder, decoder = ConvEncoder((28, 28, 1)), ConvDecoder((28, 28, 1))
+    encoder(np.zeros((2, 28, 28, 1), "float32"))
+    decoder(np.zeros((2, 2), "float32"))
+    assert [tuple(w.shape) for w in encoder.weights] == [
+        (3, 3, 1, 32), (32,), (3, 3, 32, 64), (64,), (7 * 7 * 64, 16), (16,)
+    ]  # fmt: skip
+    assert [tuple(w.shape) for w in decoder.weights] == [
+        (2, 7 * 7 * 64), (7 * 7 * 64,), (3, 3, 64, 64), (64,), (3, 3, 32, 64), (32,)
+    ]  # fmt: skip
+    for layer, new_keys in (
+        (encoder, ("normalization",)),
+        (decoder, ("normalization", "base_filters")),
+    ):
+        old = {k: v for k, v in layer.get_config().items() if k not in new_keys}
+        assert type(layer).from_config(old).get_config() == layer.get_config()
+
+
+def test_conv_filters_from_the_image_size_and_bad_settings():
+    import pytest
+
+    from kvae.errors import ConfigError
+    from kvae.networks.conv import ConvDecoder, ConvEncoder, auto_filters
+
+    assert auto_filters(64, 64) == (32, 64, 128, 256)
+    assert auto_filters(28, 28) == (32, 64, 128)
+    assert auto_filters(3, 5) == (32,)
+    assert ConvDecoder((64, 64, 3), filters="auto").filters == (256, 128, 64, 32)
+    with pytest.raises(ConfigError, match="normalization"):
+        ConvEncoder((8, 8, 1), normalization="layer")
+    with pytest.raises(ConfigError, match="activation"):
+        ConvDecoder((8, 8, 1), activation="relux")
+    with pytest.raises(ConfigError, match="'auto'"):
+        ConvEncoder((8, 8, 1), filters="wide")

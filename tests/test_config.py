@@ -100,6 +100,10 @@ def test_unknown_key_names_nearest_and_allowed_keys():
         ("encoder", "", "a non-empty string"),
         ("encoder_kwargs", [1], "a mapping"),
         ("clip_norm", -1.0, "or null/None"),
+        ("image_size", "64x", "'HxW' such as '64x48'"),
+        ("image_size", [0, 4], "[height, width]"),
+        ("image_size", True, "an integer (square)"),
+        ("on_bad_file", "ignore", "one of 'error', 'skip'"),
     ],
 )
 def test_wrong_values_name_key_value_and_allowed(key, value, expected):
@@ -107,6 +111,18 @@ def test_wrong_values_name_key_value_and_allowed(key, value, expected):
         TrainConfig(**{key: value})
     msg = str(info.value)
     assert f"`{key}`" in msg and f"Received: {key}={value!r}" in msg and expected in msg
+
+
+def test_image_size_is_stored_as_a_pair_and_old_configs_load():
+    assert TrainConfig(image_size=64).image_size == [64, 64]
+    assert TrainConfig(image_size="32x48").image_size == [32, 48]
+    config = TrainConfig(image_size=[32, 48], on_bad_file="skip")
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+    # A config.json written before these keys existed still loads, with their defaults.
+    old = {
+        k: v for k, v in TrainConfig().to_dict().items() if k not in ("image_size", "on_bad_file")
+    }
+    assert TrainConfig.from_dict(old) == TrainConfig()
 
 
 def test_kwargs_must_be_json():

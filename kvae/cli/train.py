@@ -66,8 +66,27 @@ def _default(key):
 # (flags, key, type, help). Every option defaults to None: only options given on the command
 # line override the config file (and the config file overrides TrainConfig's defaults).
 _OPTIONS = [
-    (("--dataset", "-d"), "dataset", str, "Data set name (kvae plugins list) or .npz path."),
+    (
+        ("--dataset", "-d"),
+        "dataset",
+        str,
+        "Data set name (kvae plugins list), .npz path, folder of images (class sub-folders "
+        "are labels) or TFRecord path/glob; folders and TFRecords are streamed from disk.",
+    ),
     (("--dataset-kwargs",), "dataset_kwargs", _JSONObject(), "Data set loader arguments (JSON)."),
+    (
+        ("--image-size",),
+        "image_size",
+        str,
+        "H[xW]: resize folder/TFRecord images to this size (centre crop to the aspect ratio, "
+        "then resize; docs/images.md).",
+    ),
+    (
+        ("--on-bad-file",),
+        "on_bad_file",
+        click.Choice(["error", "skip"]),
+        "Unreadable image files: stop with an error naming the file, or skip them.",
+    ),
     (("--encoder",), "encoder", str, "Encoder network name."),
     (("--encoder-kwargs",), "encoder_kwargs", _JSONObject(), "Encoder arguments (JSON object)."),
     (("--decoder",), "decoder", str, "Decoder network name."),
