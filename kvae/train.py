@@ -142,6 +142,10 @@ class Data:
     def data_shape(self):
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def num_train(self):
+        return len(self.x_train)
+
 
 # ----- data ---------------------------------------------------------------------------------------
 def _limit(x, y, n):
@@ -462,6 +466,10 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
     # Everything that can fail on a user's mistake (data, model arguments) happens before
     # the run directory is made, so a failed start leaves nothing behind.
     arrays = _checked_data(config, data, strategy)
+    if _is_streamed(arrays):
+        # An image folder or TFRecords: its preprocessing is pinned in the config written to
+        # config.json, so the run's model is evaluated on images prepared the same way.
+        config = arrays.config
     model = _run_model(config, arrays, strategy)
     robust = training_callbacks(run_dir, config)
     if on_start is not None:
@@ -492,8 +500,12 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
 # ----- train's steps, in order ---------------------------------------------------------------
 def _with_dataset_path(config, data):
     """The config with its data set resolved to an absolute path when it names a file."""
+    from kvae.datasets.sources import is_streamed
+
     ds = config.dataset
     if data is None and (ds.endswith(".npz") or os.sep in ds) and os.path.exists(ds):
+        return config.replace(dataset=os.path.abspath(ds))
+    if data is None and "://" not in ds and is_streamed(ds):  # a folder, a TFRecord glob
         return config.replace(dataset=os.path.abspath(ds))
     return config
 
@@ -502,12 +514,17 @@ def _checked_data(config, data, strategy):
     """The run's arrays (the random seed set first), checked against the strategy."""
     import keras
 
+    from kvae.datasets.sources import is_streamed, streamed_data
+
     keras.utils.set_random_seed(config.seed)
-    arrays = load_data(config, data)
+    if data is None and is_streamed(config.dataset):
+        arrays = streamed_data(config)  # listed and probed now; decoded while training
+    else:
+        arrays = load_data(config, data)
     if strategy.num_replicas_in_sync > 1:
         # A global batch that does not split evenly over the replicas is refused now, before
         # the run directory is made (docs/scaling.md).
-        distribute.per_replica_batch_size(strategy, min(config.batch_size, len(arrays.x_train)))
+        distribute.per_replica_batch_size(strategy, min(config.batch_size, arrays.num_train))
     return arrays
 
 
@@ -515,12 +532,13 @@ def _run_model(config, arrays, strategy):
     """The compiled model, built in the strategy's scope; a new run's prior initialised."""
     condition = condition_of(config, arrays)
     with strategy.scope():
-        steps = math.ceil(len(arrays.x_train) / config.batch_size)
+        steps = math.ceil(arrays.num_train / config.batch_size)
         model = build_model(config, arrays.data_shape, steps_per_epoch=steps, condition=condition)
         # The Prior contract's optional hook: a VampPrior with init="data" copies examples.
         init_prior = getattr(model.prior, "init_from_data", None)
         if callable(init_prior) and not config.resume:
-            init_prior(arrays.x_train, seed=config.seed)
+            x = arrays.train_examples() if _is_streamed(arrays) else arrays.x_train
+            init_prior(x, seed=config.seed)
     return model
 
 
@@ -619,6 +637,13 @@ def _restore_checkpoint(config, model, run_dir):
     return resumed_at, resumed_at
 
 
+def _is_streamed(arrays):
+    """True for the data of an image folder or TFRecords (kvae.datasets.sources.Streamed)."""
+    from kvae.datasets.sources import Streamed
+
+    return isinstance(arrays, Streamed)
+
+
 def _is_conditional(model):
     return getattr(model, "condition", None) is not None
 
@@ -627,6 +652,8 @@ def _validation_dataset(config, model, arrays):
     """The held-out data as a dataset (None without validation)."""
     from kvae.datasets import make_dataset
 
+    if _is_streamed(arrays):
+        return arrays.validation  # the test stream, or None
     if arrays.x_val is None:
         return None
     val_y = arrays.y_val if _is_conditional(model) else None
@@ -675,8 +702,19 @@ def _schedule_callbacks(config):
 
 def _fit(config, model, arrays, initial_epoch, val_ds, callbacks, verbose):
     """``(history, seconds)`` of ``model.fit`` on the training arrays."""
-    train_y = arrays.y_train if _is_conditional(model) else None
     start = time.perf_counter()
+    if _is_streamed(arrays):  # (x, label, weight) batches, one shape; Keras' own loop
+        history = model.fit(
+            arrays.train,
+            epochs=config.epochs,
+            shuffle=False,  # the stream shuffles its files itself
+            initial_epoch=initial_epoch,
+            validation_data=val_ds,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        return history, time.perf_counter() - start
+    train_y = arrays.y_train if _is_conditional(model) else None
     # VAE.fit feeds the arrays through kvae.datasets.make_dataset (one iterator for the
     # run, fixed-shape batches), under a strategy too.
     history = model.fit(
@@ -751,6 +789,7 @@ def _record_finished(run_dir, model, arrays, train_seconds, epochs_done):
         steps_per_execution=int(model.steps_per_execution or 1),
         replicas=int(model.distribute_strategy.num_replicas_in_sync),
         data_shape=list(arrays.data_shape),
+        **({"skipped_files": len(arrays.info.skipped)} if _is_streamed(arrays) else {}),
     )
 
 
@@ -773,5 +812,7 @@ def _say(verbose, text):
 def load_test_data(config):
     """``(x_test, y_test)`` of a run's config, as :func:`train` evaluated them (limited and,
     when the run binarises, binarised with the run's seed)."""
-    data = load_data(config)
+    from kvae.datasets.sources import is_streamed, streamed_data
+
+    data = streamed_data(config) if is_streamed(config.dataset) else load_data(config)
     return data.x_test, data.y_test
