@@ -11,7 +11,7 @@ Every loader returns ``((x_train, y_train), (x_test, y_test))``: x float32 of sh
 is kept as it is), y int64 (or None). Data sets are
 registered by name in the ``kvae.datasets`` entry-point group, so a plugin package adds its own.
 Image folders and TFRecord files are not in-memory arrays: :func:`image_dataset` streams them
-(see :mod:`kvae.datasets.images`) and returns ``tf.data.Dataset`` s with an :class:`ImageData`
+(see :func:`image_dataset`) and returns ``tf.data.Dataset`` s with an :class:`ImageData`
 record of their split and preprocessing. Importing this module does not import TensorFlow;
 :func:`make_dataset` and :func:`image_dataset` do, when called.
 """

@@ -134,7 +134,7 @@ class ImageData:
 
     @property
     def data_shape(self):
-        """(height, width, channels): the model's ``data_shape``."""
+        """``(height, width, channels)``: the model's ``data_shape``."""
         return (*self.image_size, self.channels)
 
     def options(self):
