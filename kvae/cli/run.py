@@ -195,6 +195,7 @@ def _table(run_dir, m):
             f"  log p(x) ({label}) ".ljust(22)
             + f"{m['log_likelihood']:12.4f} +- {m['log_likelihood_stderr']:.4f} (s.e.)"
         )
+        rows.extend(_error_notes(m, "log_likelihood", "    "))
         bad = m.get("log_likelihood_nan_examples") or []
         if bad:
             rows.append(f"    not finite for examples {bad[:20]}{' ...' if len(bad) > 20 else ''}")
@@ -209,6 +210,7 @@ def _table(run_dir, m):
                 f"    {name:<18}{m[f'gap_{name}']:10.4f} +- {m[f'gap_{name}_stderr']:.4f}"
                 f"   ({what})"
             )
+        rows.extend(_error_notes(m, "gap_log_likelihood", "    "))
     rows.append(
         f"  active units         {m['active_units']:>7d} / {m['latent_dim']}"
         f"   (Var_x E_q[z_u] > {m['active_units_threshold']})"
@@ -223,6 +225,24 @@ def _table(run_dir, m):
     if took:
         rows.append(f"  time                 {took}")
     return "\n".join(rows)
+
+
+def _error_notes(m, prefix, indent):
+    """Rows for the errors of log p(x) that its standard error does not show."""
+    rows = []
+    res = m.get(f"{prefix}_resolution_error")
+    if res is not None:
+        rows.append(
+            f"{indent}grid resolution check {res:.2g} nats (the s.e. of a grid is 0; "
+            f"refused above {m.get(f'{prefix}_resolution_tol')})"
+        )
+    bias = m.get(f"{prefix}_bias_indicator")
+    if bias is not None:
+        rows.append(
+            f"{indent}AIS bias indicator {bias:.4f} nats (estimate minus the estimate at half "
+            "the temperatures; the s.e. is chain noise only, the bias is low)"
+        )
+    return rows
 
 
 # ----- pictures -----------------------------------------------------------------------------
