@@ -15,7 +15,8 @@ Layout under ``log_dir`` (each folder is a TensorBoard run):
   the last): images ``reconstructions`` (input rows over reconstruction rows), ``samples``
   (means of p(x|z), z from the prior, the same z every time), ``traversal`` (one unit varied
   per row), and for 2-D latents ``manifold`` and ``posterior`` (p(z|x) of three examples with
-  q and q* over it, see kvae.plots.posterior).
+  q and q* over it, see kvae.plots.posterior). A figure that cannot be drawn is skipped with
+  one warning (a RuntimeWarning naming it), never a failed run.
 * ``.`` (``log_dir`` itself): the hparams session (the config passed as ``hparams``), the
   test metrics written by :meth:`TensorBoard.log_metrics` as ``test/<name>`` (and facts
   about the run such as ``train_seconds`` as the text table ``test/run``), and the
@@ -30,6 +31,7 @@ import json
 import math
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -115,6 +117,7 @@ class TensorBoard(keras.callbacks.Callback):
             )
         self._writers = {}
         self._last_epoch = None
+        self._skipped = set()  # figures skipped (warned once each)
 
     # ----- writers ----------------------------------------------------------------------
     def _writer(self, run):
@@ -184,17 +187,38 @@ class TensorBoard(keras.callbacks.Callback):
         if plots.image_shape(model.data_shape) is None:
             return  # not image data: nothing to draw
         n = min(self.num_images, len(self.x))
-        images = {
-            "reconstructions": plots.reconstructions(model, self.x[:n], n=n, ncols=min(8, n)),
-            "samples": plots.samples(model, self.num_images, seed=0),
-            "traversal": plots.traversal(model, self.x, max_dims=_TRAVERSAL_UNITS),
+        figures = {
+            "reconstructions": lambda: plots.reconstructions(
+                model, self.x[:n], n=n, ncols=min(8, n)
+            ),
+            "samples": lambda: plots.samples(model, self.num_images, seed=0),
+            "traversal": lambda: plots.traversal(model, self.x, max_dims=_TRAVERSAL_UNITS),
         }
         if model.latent_dim == 2:
-            images["manifold"] = plots.manifold(model, n=15)
+            figures["manifold"] = lambda: plots.manifold(model, n=15)
             # p(z|x) with q and q* over it (quadrature, a small L-BFGS per example): 3 images.
-            images["posterior"] = plots.posterior(model, self.x[:3], n=3)
-        for name, grid in images.items():
-            tf.summary.image(name, grid[None], step=step, max_outputs=1)
+            figures["posterior"] = lambda: plots.posterior(model, self.x[:3], n=3)
+        for name, draw in figures.items():
+            grid = self._draw(name, draw, step)
+            if grid is not None:
+                tf.summary.image(name, grid[None], step=step, max_outputs=1)
+
+    def _draw(self, name, draw, step):
+        """``draw()``, or None when it raises: a figure that cannot be drawn (a quadrature
+        refusal, NaN weights, ...) is skipped with one warning per figure and run, never a
+        failed fit. It is tried again at the next image epoch."""
+        try:
+            return draw()
+        except Exception as err:  # noqa: BLE001 (any failure of a figure: skip it)
+            if name not in self._skipped:
+                self._skipped.add(name)
+                warnings.warn(
+                    f"TensorBoard image {name!r} skipped at epoch {step}: "
+                    f"{type(err).__name__}: {err} (warned once; tried again at later epochs).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return None
 
     def write_projector(self):
         """Write the embedding projector files for the posterior means of ``x``, each to a
