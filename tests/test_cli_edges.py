@@ -70,3 +70,54 @@ def test_a_conditional_runs_manifold_takes_a_class(conditional_run, tmp_path):
     result = _kvae("plot", conditional_run, "--kind", "manifold", "--class", 3, "-o", out)
     assert result.exit_code == 0, result.output
     assert _png_size(out)[0] > 0
+
+
+def test_the_command_line_hides_start_up_noise_by_filter_and_shows_tensorflows_errors():
+    """What `kvae` does before TensorFlow starts, in a fresh process without
+    TF_CPP_MIN_LOG_LEVEL: the start-up lines and the cuInit error are gone, and a later log
+    of TensorFlow's (here the warning of a failed op; an out-of-memory report is the same
+    kind of line) is shown. Before, TF_CPP_MIN_LOG_LEVEL=3 hid every later error too."""
+    import os
+    import subprocess
+    import sys
+
+    from test_cli import _tf_log_sources
+
+    code = (
+        "from kvae.cli._quiet import quiet_tensorflow\n"
+        "quiet_tensorflow()\n"
+        "import tensorflow as tf\n"
+        "try:\n"
+        "    tf.reshape(tf.zeros(3), [2])\n"
+        "except tf.errors.InvalidArgumentError:\n"
+        "    print('refused')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KVAE_VERBOSE")}
+    env["KVAE_LAZY_IMPORT"] = "1"  # as in the console script: TensorFlow not imported yet
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert out.returncode == 0 and out.stdout == "refused\n", out.stderr[-2000:]
+    assert "cuInit" not in out.stderr and "absl::InitializeLog" not in out.stderr
+    assert "Input to reshape is a tensor with 3 values" in out.stderr, out.stderr[-2000:]
+    shown = {line for line in out.stderr.splitlines() if _tf_log_sources(line)}
+    assert all("reshape" in line for line in shown), shown
+
+
+def test_start_up_noise_filter_keeps_other_errors():
+    from kvae.cli._quiet import is_start_up_noise
+
+    noise = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1796636092.416883   30348 port.cc:153] oneDNN custom operations are on.",
+        "E0000 00:00:1796636043.554038   29310 cuda_platform.cc:52] failed call to cuInit: "
+        "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild",
+    ]
+    kept = [
+        "E0000 00:00:1796636043.554038   29310 xla_compiler.cc:10] XLA compilation failed",
+        "Traceback (most recent call last):",
+        "ImportError: libcudart.so.12: cannot open shared object file",
+    ]
+    assert all(is_start_up_noise(line) for line in noise)
+    assert not any(is_start_up_noise(line) for line in kept)
