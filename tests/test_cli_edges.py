@@ -121,3 +121,57 @@ def test_start_up_noise_filter_keeps_other_errors():
     ]
     assert all(is_start_up_noise(line) for line in noise)
     assert not any(is_start_up_noise(line) for line in kept)
+
+
+def test_evaluate_shows_the_errors_a_standard_error_does_not(tmp_path):
+    """The quadrature's resolution check and AIS's bias indicator are in the table, the
+    JSON and, for the gaps, the run's metrics.json (issue 22 items 3 and 4)."""
+    import json
+
+    run = tmp_path / "run"
+    args = ["--epochs", 1, "--latent-dim", 2, "--no-projector", "--run-dir", run]
+    assert _kvae("train", *TINY, *args).exit_code == 0
+    result = _kvae(
+        "evaluate",
+        run,
+        "--method",
+        "quadrature",
+        "--gaps",
+        "--gap-examples",
+        4,
+        "--max-examples",
+        8,
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("grid resolution check") == 2, result.output  # log p(x), gaps
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["gap_log_likelihood_resolution_error"] < saved["gap_log_likelihood_resolution_tol"]
+    result = _kvae(
+        "evaluate",
+        run,
+        "--method",
+        "ais",
+        "--ais-temperatures",
+        10,
+        "--ais-chains",
+        4,
+        "--max-examples",
+        4,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert np.isfinite(metrics["log_likelihood_bias_indicator"])
+    result = _kvae(
+        "evaluate",
+        run,
+        "--method",
+        "ais",
+        "--ais-temperatures",
+        10,
+        "--ais-chains",
+        4,
+        "--max-examples",
+        4,
+    )
+    assert "AIS bias indicator" in result.output and "chain noise" in result.output
