@@ -146,32 +146,10 @@ def test_evaluate_shows_the_errors_a_standard_error_does_not(tmp_path):
     assert result.output.count("grid resolution check") == 2, result.output  # log p(x), gaps
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["gap_log_likelihood_resolution_error"] < saved["gap_log_likelihood_resolution_tol"]
-    result = _kvae(
-        "evaluate",
-        run,
-        "--method",
-        "ais",
-        "--ais-temperatures",
-        10,
-        "--ais-chains",
-        4,
-        "--max-examples",
-        4,
-        "--json",
-    )
+    ais = ["evaluate", run, "--method", "ais", "--ais-temperatures", 10, "--ais-chains", 4]
+    result = _kvae(*ais, "--max-examples", 4, "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert np.isfinite(metrics["log_likelihood_bias_indicator"])
-    result = _kvae(
-        "evaluate",
-        run,
-        "--method",
-        "ais",
-        "--ais-temperatures",
-        10,
-        "--ais-chains",
-        4,
-        "--max-examples",
-        4,
-    )
+    result = _kvae(*ais, "--max-examples", 4)
     assert "AIS bias indicator" in result.output and "chain noise" in result.output

@@ -3,12 +3,10 @@ functions that take no condition refuse it instead of answering a wrong closed f
 
 import numpy as np
 import pytest
+from test_edges_quadrature import D, linear_vae
 
-import kvae
 from kvae import evaluation
 from kvae.errors import ConfigError
-
-D = 5
 
 
 def test_exact_and_gaps_refuse_a_conditional_linear_gaussian_model():
@@ -16,16 +14,7 @@ def test_exact_and_gaps_refuse_a_conditional_linear_gaussian_model():
     ``exact`` read the one-hot rows of W as extra N(0, 1) latents and returned a closed form
     with standard error 0 (a number for log p(x), not log p(x|y)); ``auto`` picked it and
     ``gaps`` used it."""
-    model = kvae.VAE(
-        data_shape=(D,),
-        latent_dim=2,
-        encoder_kwargs={"hidden": []},
-        decoder_kwargs={"hidden": []},
-        likelihood="gaussian",
-        likelihood_kwargs={"scale": "scalar"},
-        condition=3,
-        seed=0,
-    )
+    model = linear_vae(likelihood_kwargs={"scale": "scalar"}, condition=3)
     x = np.random.default_rng(0).standard_normal((6, D)).astype("float32")
     y = np.arange(6) % 3
     assert model.likelihood_head.projection.get_weights()[0].shape == (2 + 3, D)

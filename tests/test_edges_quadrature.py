@@ -11,19 +11,24 @@ from kvae.errors import ConfigError
 D = 5
 
 
-def narrow_linear(scale, n=8):
-    """A linear-Gaussian model with noise ``scale`` and an encoder whose weights are all 0:
-    p(z|x) has standard deviations of about ``scale / |W|`` while q is the same for every x
-    (20x wider at scale 0.03), and log p(x) has a closed form. Data drawn from the model."""
-    model = kvae.VAE(
+def linear_vae(**kwargs):
+    """A VAE with a linear encoder and decoder and a Gaussian likelihood, 2-D latent."""
+    options = dict(
         data_shape=(D,),
         latent_dim=2,
         encoder_kwargs={"hidden": []},
         decoder_kwargs={"hidden": []},
         likelihood="gaussian",
-        likelihood_kwargs={"scale": "fixed", "init_scale": scale},
         seed=0,
     )
+    return kvae.VAE(**{**options, **kwargs})
+
+
+def narrow_linear(scale, n=8):
+    """A linear-Gaussian model with noise ``scale`` and an encoder whose weights are all 0:
+    p(z|x) has standard deviations of about ``scale / |W|`` while q is the same for every x
+    (20x wider at scale 0.03), and log p(x) has a closed form. Data drawn from the model."""
+    model = linear_vae(likelihood_kwargs={"scale": "fixed", "init_scale": scale})
     head = model.posterior_head
     head.set_weights([np.zeros_like(v) for v in head.get_weights()])
     rng = np.random.default_rng(0)
