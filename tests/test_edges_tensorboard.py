@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import kvae
 from kvae.callbacks import TensorBoard
+from kvae.errors import ConfigError
 
 
 def test_a_figure_that_cannot_be_drawn_is_skipped_with_one_warning(tmp_path):
@@ -57,3 +58,31 @@ def test_a_failing_figure_is_not_hidden_outside_the_callback():
     head.set_weights([np.full_like(w, np.nan) for w in head.get_weights()])
     with pytest.raises(ValueError):
         kvae.plots.posterior(model, np.asarray(xt[:2], np.float32), n=2)
+
+
+def test_a_conditional_model_gets_its_pictures_from_the_labels(tmp_path):
+    """The callback's y are the conditions of x: every picture and statistic is written,
+    none skipped (before, each raised "pass y"; kvae.train gave such runs scalars only)."""
+    (x, y), (xt, yt) = kvae.datasets.load("digits")
+    model = kvae.VAE(
+        data_shape=(8, 8, 1),
+        latent_dim=2,
+        encoder_kwargs={"hidden": [8]},
+        decoder_kwargs={"hidden": [8]},
+        condition=10,
+        seed=0,
+    )
+    model.compile(jit_compile=False, steps_per_execution=1)
+    tb = TensorBoard(tmp_path, x=xt[:20], y=yt[:20], num_images=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a skipped figure fails the test
+        model.fit(x[:64], y[:64], epochs=1, batch_size=32, callbacks=[tb], verbose=0)
+    tags = set()
+    for path in glob.glob(str(tmp_path / "validation" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"reconstructions", "samples", "traversal", "manifold", "active_units"} <= tags
+    assert "posterior" not in tags  # it takes no condition
+    assert (tmp_path / "projector" / "embeddings.tsv").exists()
+    with pytest.raises(ConfigError, match="conditions of x"):
+        model.fit(x[:64], y[:64], epochs=1, callbacks=[TensorBoard(tmp_path, x=xt[:8])])
