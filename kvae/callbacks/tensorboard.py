@@ -53,6 +53,8 @@ RUN_FACTS = frozenset(
         "train_seconds",
         "active_units_threshold",
         "log_likelihood_num_samples",
+        "log_likelihood_resolution_tol",
+        "gap_log_likelihood_resolution_tol",
         "seconds",
     }
 )
