@@ -79,6 +79,17 @@ def test_quadrature_refines_on_a_posterior_much_narrower_than_q(narrow):
     assert summary["log_likelihood_resolution_tol"] == ll.info["resolution_tol"]
 
 
+def test_quadrature_makes_a_coarse_grid_finer_before_it_answers(narrow):
+    """grid=9 points per axis cannot resolve the posterior within resolution_tol: the grid
+    is made finer (9 -> 17 -> 33) until it does, and the answer is exact."""
+    model, x = narrow
+    exact = evaluation.exact_log_likelihood(model, x).estimate
+    ll = evaluation.quadrature_log_likelihood(model, x, grid=9, resolution_tol=1e-3)
+    assert np.all(ll.info["grid_used"] > 9) and ll.info["grid"] == 9
+    assert np.max(ll.info["resolution_error"]) <= 1e-3
+    np.testing.assert_allclose(ll.estimate, exact, atol=1e-3)
+
+
 def test_quadrature_refuses_past_its_resolution_tolerance(narrow):
     model, x = narrow
     with pytest.raises(ConfigError, match=r"resolution_tol=1e-12.*larger grid"):

@@ -18,10 +18,12 @@ The integral is the sum of p(x, z_i) times the cell volume (for a density whose 
 inside the grid this rule converges faster than any power of the spacing). Reported per
 example in ``info``: the mass on the grid's outermost points (``edge_mass``), and
 ``resolution_error``, the change in log p(x) when every other grid point is dropped (the
-error of the full grid is far below it). The method refuses (ConfigError) instead of
+error of the full grid is far below it). A batch whose check is above ``resolution_tol``
+is evaluated again with twice the points per axis (``MAX_DENSIFY`` times at most; the grid
+used per example is ``info["grid_used"]``). The method refuses (ConfigError) instead of
 answering when the edge mass stays above ``edge_tol`` after ``max_widen`` doublings
-(truncation) or when a resolution error is above ``resolution_tol`` (a grid too coarse for
-the posterior's shape, e.g. narrow modes far apart).
+(truncation) or when a resolution check stays above ``resolution_tol`` (a grid too coarse
+for the posterior's shape, e.g. narrow modes far apart).
 """
 
 import itertools
@@ -39,6 +41,7 @@ from kvae.evaluation.structure import require
 __all__ = [
     "DEFAULT_GRID",
     "DEFAULT_RESOLUTION_TOL",
+    "MAX_DENSIFY",
     "MAX_REFINE",
     "PosteriorGrid",
     "elbo_quadrature",
@@ -54,6 +57,11 @@ _BATCH = {1: 64, 2: 16, 3: 2}
 # nats: the largest resolution check (log p(x) on every other point vs all) answered.
 DEFAULT_RESOLUTION_TOL = 1e-2
 MAX_REFINE = 6
+# A batch whose resolution check is above resolution_tol is evaluated again on a grid with
+# twice the points per axis (2 g - 1), at most MAX_DENSIFY times and within _BUDGET points
+# per example, before the method refuses.
+MAX_DENSIFY = 2
+_BUDGET = 200_000
 # q's mass on elbo_quadrature's grid must be 1 within this (else q reaches past the grid).
 Q_MASS_TOL = 1e-3
 
@@ -208,10 +216,11 @@ def quadrature_log_likelihood(
         max_widen: doublings of the grid's width allowed before refusing.
         batch_size: examples per pass (default 64 / 16 / 2).
         resolution_tol: largest resolution check (nats: the change of log p(x) when every
-            other grid point is dropped) answered; above it the method refuses.
+            other grid point is dropped) answered; above it the grid is made finer, then
+            the method refuses.
 
-    Its ``info`` holds per example ``edge_mass``, ``resolution_error`` and
-    ``refinements`` (see the module docstring), and the tolerances used.
+    Its ``info`` holds per example ``edge_mass``, ``resolution_error``, ``refinements``
+    and ``grid_used`` (see the module docstring), and the tolerances used.
 
     Raises:
         ConfigError: before any work for options out of range; after the grid's placement
@@ -222,24 +231,35 @@ def quadrature_log_likelihood(
     x = np.asarray(x, np.float32)
     model.check_data(x)
     bs = batch_size or _BATCH[model.latent_dim]
-    est, edge, res, refined = [], [], [], []
+    est, edge, res, refined, used = [], [], [], [], []
     for start in range(0, len(x), bs):
         xb = x[start : start + bs]
         n = len(xb)
         if n < bs and len(x) > bs:  # pad: one compiled shape for the whole data set
             xb = np.concatenate([xb, np.repeat(xb[-1:], bs - n, axis=0)])
-        pg = posterior_grid(
-            model, xb, grid=grid, num_sd=num_sd, edge_tol=edge_tol, max_widen=max_widen
-        )
+        g = grid or DEFAULT_GRID[model.latent_dim]
+        for densified in range(MAX_DENSIFY + 1):
+            pg = posterior_grid(
+                model, xb, grid=g, num_sd=num_sd, edge_tol=edge_tol, max_widen=max_widen
+            )
+            r = np.abs(pg.log_evidence - pg.coarse_log_evidence())[:n]
+            over = np.isfinite(pg.log_evidence[:n]) & (r > resolution_tol)
+            finer = 2 * g - 1  # every point of this grid is a point of the finer one
+            if not over.any() or densified == MAX_DENSIFY or finer**model.latent_dim > _BUDGET:
+                break
+            g = finer
         est.append(pg.log_evidence[:n])
         edge.append(pg.edge_mass[:n])
-        res.append(np.abs(pg.log_evidence - pg.coarse_log_evidence())[:n])
+        res.append(r)
         refined.append(np.full(n, pg.refinements))
+        used.append(np.full(n, g))
     value = np.concatenate(est)
     resolution = np.concatenate(res)
-    _refuse_coarse(resolution, value, resolution_tol, grid or DEFAULT_GRID[model.latent_dim])
+    grids = np.concatenate(used)
+    _refuse_coarse(resolution, value, resolution_tol, int(grids.max()))
     info = {
         "grid": grid or DEFAULT_GRID[model.latent_dim],
+        "grid_used": grids,
         "num_sd": num_sd,
         "edge_tol": edge_tol,
         "resolution_tol": resolution_tol,
