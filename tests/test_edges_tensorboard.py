@@ -13,18 +13,20 @@ from kvae.callbacks import TensorBoard
 from kvae.errors import ConfigError
 
 
+def _tiny(**kwargs):
+    """A 2-D VAE of 8 x 8 digits with one hidden layer of 8 units each side."""
+    net = {"hidden": [8]}
+    return kvae.VAE(
+        data_shape=(8, 8, 1), latent_dim=2, encoder_kwargs=net, decoder_kwargs=net, seed=0, **kwargs
+    )
+
+
 def test_a_figure_that_cannot_be_drawn_is_skipped_with_one_warning(tmp_path):
     """A 2-D model whose q has NaN scales: the posterior figure cannot be drawn (its axis
     limits are NaN; before, the ValueError ended fit). Two image epochs give one warning
     naming it, the other images are written both times."""
     (_, _), (xt, _) = kvae.datasets.load("digits")
-    model = kvae.VAE(
-        data_shape=(8, 8, 1),
-        latent_dim=2,
-        encoder_kwargs={"hidden": [8]},
-        decoder_kwargs={"hidden": [8]},
-        seed=0,
-    )
+    model = _tiny()
     head = model.posterior_head
     weights = head.get_weights()
     weights[-1] = np.full_like(weights[-1], np.nan)
@@ -64,14 +66,7 @@ def test_a_conditional_model_gets_its_pictures_from_the_labels(tmp_path):
     """The callback's y are the conditions of x: every picture and statistic is written,
     none skipped (before, each raised "pass y"; kvae.train gave such runs scalars only)."""
     (x, y), (xt, yt) = kvae.datasets.load("digits")
-    model = kvae.VAE(
-        data_shape=(8, 8, 1),
-        latent_dim=2,
-        encoder_kwargs={"hidden": [8]},
-        decoder_kwargs={"hidden": [8]},
-        condition=10,
-        seed=0,
-    )
+    model = _tiny(condition=10)
     model.compile(jit_compile=False, steps_per_execution=1)
     tb = TensorBoard(tmp_path, x=xt[:20], y=yt[:20], num_images=4)
     with warnings.catch_warnings():
