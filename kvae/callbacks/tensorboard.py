@@ -15,7 +15,8 @@ Layout under ``log_dir`` (each folder is a TensorBoard run):
   the last): images ``reconstructions`` (input rows over reconstruction rows), ``samples``
   (means of p(x|z), z from the prior, the same z every time), ``traversal`` (one unit varied
   per row), and for 2-D latents ``manifold`` and ``posterior`` (p(z|x) of three examples with
-  q and q* over it, see kvae.plots.posterior).
+  q and q* over it, see kvae.plots.posterior). A figure that cannot be drawn is skipped with
+  one warning (a RuntimeWarning naming it), never a failed run.
 * ``.`` (``log_dir`` itself): the hparams session (the config passed as ``hparams``), the
   test metrics written by :meth:`TensorBoard.log_metrics` as ``test/<name>`` (and facts
   about the run such as ``train_seconds`` as the text table ``test/run``), and the
@@ -30,6 +31,7 @@ import json
 import math
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -51,6 +53,8 @@ RUN_FACTS = frozenset(
         "train_seconds",
         "active_units_threshold",
         "log_likelihood_num_samples",
+        "log_likelihood_resolution_tol",
+        "gap_log_likelihood_resolution_tol",
         "seconds",
     }
 )
@@ -66,7 +70,8 @@ class TensorBoard(keras.callbacks.Callback):
         log_dir: folder of the event files (created if missing).
         x: held-out examples (numpy) for images, histograms, active units and the projector;
             None writes the metric scalars only. The first ``max_examples`` are used.
-        y: labels of ``x`` for the projector (None: no labels).
+        y: labels of ``x`` for the projector (None: no labels); for a conditional model
+            (``kvae.VAE(condition=...)``) the conditions of ``x``, needed then.
         image_every: write images every N epochs (and after the last epoch); 0 = never.
         num_images: inputs shown in the reconstruction image and samples in the sample image.
         projector: write the embedding projector at the end of training.
@@ -115,6 +120,7 @@ class TensorBoard(keras.callbacks.Callback):
             )
         self._writers = {}
         self._last_epoch = None
+        self._skipped = set()  # figures skipped (warned once each)
 
     # ----- writers ----------------------------------------------------------------------
     def _writer(self, run):
@@ -128,7 +134,17 @@ class TensorBoard(keras.callbacks.Callback):
         self._writers = {}
 
     # ----- Keras hooks ------------------------------------------------------------------------
+    def _conditions(self):
+        """``y`` as the conditions of ``x`` for a conditional model, else None."""
+        return self.y if getattr(self.model, "condition", None) is not None else None
+
     def on_train_begin(self, logs=None):
+        if getattr(self.model, "condition", None) is not None and self.x is not None:
+            if self.y is None:
+                raise ConfigError(
+                    "Expected y, the conditions of x, for a conditional model's pictures and "
+                    "latent statistics. Received: y=None. Pass TensorBoard(log_dir, x=x, y=y)."
+                )
         os.makedirs(self.log_dir, exist_ok=True)
         if self.hparams is not None:
             self._write_hparams()
@@ -166,10 +182,11 @@ class TensorBoard(keras.callbacks.Callback):
 
     # ----- pieces (public so they can be called outside fit) ---------------------------------
     def _write_latent_stats(self):
-        means, scales = evaluation.posterior_moments(self.model, self.x)
+        cond = self._conditions()
+        means, scales = evaluation.posterior_moments(self.model, self.x, y=cond)
         count, _ = evaluation.active_units(means)
         _scalar("active_units", count)
-        kl, _ = evaluation.kl_per_dimension(self.model, self.x, means=means, scales=scales)
+        kl, _ = evaluation.kl_per_dimension(self.model, self.x, means=means, scales=scales, y=cond)
         if kl is not None:
             for u, value in enumerate(kl):
                 _scalar(f"kl_per_dim/z{u}", value)
@@ -184,17 +201,44 @@ class TensorBoard(keras.callbacks.Callback):
         if plots.image_shape(model.data_shape) is None:
             return  # not image data: nothing to draw
         n = min(self.num_images, len(self.x))
-        images = {
-            "reconstructions": plots.reconstructions(model, self.x[:n], n=n, ncols=min(8, n)),
-            "samples": plots.samples(model, self.num_images, seed=0),
-            "traversal": plots.traversal(model, self.x, max_dims=_TRAVERSAL_UNITS),
+        # A conditional model's pictures take the conditions of x: its samples those of the
+        # first examples (repeated), its manifold the first example's.
+        cond = self._conditions()
+        sample_y = None if cond is None else np.resize(cond, (self.num_images, *cond.shape[1:]))
+        figures = {
+            "reconstructions": lambda: plots.reconstructions(
+                model, self.x[:n], n=n, ncols=min(8, n), y=cond
+            ),
+            "samples": lambda: plots.samples(model, self.num_images, seed=0, y=sample_y),
+            "traversal": lambda: plots.traversal(model, self.x, max_dims=_TRAVERSAL_UNITS, y=cond),
         }
         if model.latent_dim == 2:
-            images["manifold"] = plots.manifold(model, n=15)
-            # p(z|x) with q and q* over it (quadrature, a small L-BFGS per example): 3 images.
-            images["posterior"] = plots.posterior(model, self.x[:3], n=3)
-        for name, grid in images.items():
-            tf.summary.image(name, grid[None], step=step, max_outputs=1)
+            first = None if cond is None else cond[0]
+            figures["manifold"] = lambda: plots.manifold(model, n=15, condition=first)
+            if cond is None:  # the posterior figure takes no condition
+                # p(z|x) with q and q* over it (quadrature, a small L-BFGS per example).
+                figures["posterior"] = lambda: plots.posterior(model, self.x[:3], n=3)
+        for name, draw in figures.items():
+            grid = self._draw(name, draw, step)
+            if grid is not None:
+                tf.summary.image(name, grid[None], step=step, max_outputs=1)
+
+    def _draw(self, name, draw, step):
+        """``draw()``, or None when it raises: a figure that cannot be drawn (a quadrature
+        refusal, NaN weights, ...) is skipped with one warning per figure and run, never a
+        failed fit. It is tried again at the next image epoch."""
+        try:
+            return draw()
+        except Exception as err:  # noqa: BLE001 (any failure of a figure: skip it)
+            if name not in self._skipped:
+                self._skipped.add(name)
+                warnings.warn(
+                    f"TensorBoard image {name!r} skipped at epoch {step}: "
+                    f"{type(err).__name__}: {err} (warned once; tried again at later epochs).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return None
 
     def write_projector(self):
         """Write the embedding projector files for the posterior means of ``x``, each to a
@@ -203,7 +247,9 @@ class TensorBoard(keras.callbacks.Callback):
         from tensorboard.plugins import projector
 
         x = self.x[: self.max_projector_points]
-        means = evaluation.posterior_moments(self.model, x)[0]
+        cond = self._conditions()
+        cond = None if cond is None else cond[: len(x)]
+        means = evaluation.posterior_moments(self.model, x, y=cond)[0]
         folder = os.path.join(self.log_dir, "projector")
         os.makedirs(folder, exist_ok=True)
         rows = ["\t".join(f"{v:.6g}" for v in row) for row in np.asarray(means, np.float64)]

@@ -61,6 +61,38 @@ def _test_data(config, max_examples=None):
     return x, y
 
 
+def _conditions(model, y):
+    """The test labels as a conditional model's conditions (None for other models)."""
+    return y if getattr(model, "condition", None) is not None else None
+
+
+def _class_option(what):
+    return _count(
+        "--class", "label", low=0, default=None, help=f"{what} (a run trained with --conditional)."
+    )
+
+
+def _check_class(model, label, option="--class N"):
+    """Refuse a missing --class for a conditional run, a --class for another run, or a class
+    out of range (ConfigError, one line)."""
+    from kvae.errors import ConfigError
+
+    condition = getattr(model, "condition", None)
+    if (label is None) != (condition is None):
+        raise ConfigError(
+            f"Expected {option} exactly for a run trained with --conditional. Received: "
+            + (
+                f"--class {label} for an unconditional run."
+                if label is not None
+                else f"no --class for a conditional run ({condition.describe()})."
+            )
+        )
+    if condition is not None and condition.is_classes and label >= condition.num_classes:
+        raise ConfigError(
+            f"Expected --class in 0..{condition.num_classes - 1}. Received: --class {label}."
+        )
+
+
 def _done(path, size=None):
     shape = f" ({size[1]} x {size[0]} pixels)" if size else ""
     click.echo(f"Wrote {path}{shape}")
@@ -195,6 +227,7 @@ def _table(run_dir, m):
             f"  log p(x) ({label}) ".ljust(22)
             + f"{m['log_likelihood']:12.4f} +- {m['log_likelihood_stderr']:.4f} (s.e.)"
         )
+        rows.extend(_error_notes(m, "log_likelihood", "    "))
         bad = m.get("log_likelihood_nan_examples") or []
         if bad:
             rows.append(f"    not finite for examples {bad[:20]}{' ...' if len(bad) > 20 else ''}")
@@ -209,6 +242,7 @@ def _table(run_dir, m):
                 f"    {name:<18}{m[f'gap_{name}']:10.4f} +- {m[f'gap_{name}_stderr']:.4f}"
                 f"   ({what})"
             )
+        rows.extend(_error_notes(m, "gap_log_likelihood", "    "))
     rows.append(
         f"  active units         {m['active_units']:>7d} / {m['latent_dim']}"
         f"   (Var_x E_q[z_u] > {m['active_units_threshold']})"
@@ -223,6 +257,24 @@ def _table(run_dir, m):
     if took:
         rows.append(f"  time                 {took}")
     return "\n".join(rows)
+
+
+def _error_notes(m, prefix, indent):
+    """Rows for the errors of log p(x) that its standard error does not show."""
+    rows = []
+    res = m.get(f"{prefix}_resolution_error")
+    if res is not None:
+        rows.append(
+            f"{indent}grid resolution check {res:.2g} nats (the s.e. of a grid is 0; "
+            f"refused above {m.get(f'{prefix}_resolution_tol')})"
+        )
+    bias = m.get(f"{prefix}_bias_indicator")
+    if bias is not None:
+        rows.append(
+            f"{indent}AIS bias indicator {bias:.4f} nats (estimate minus the estimate at half "
+            "the temperatures; the s.e. is chain noise only, the bias is low)"
+        )
+    return rows
 
 
 # ----- pictures -----------------------------------------------------------------------------
@@ -260,32 +312,15 @@ def _require_images(model):
 @_output("samples.png", ".png")
 @_seed
 @_scale_option()
-@_count(
-    "--class",
-    "label",
-    low=0,
-    default=None,
-    help="Samples of this class (a run trained with --conditional).",
-)
+@_class_option("Samples of this class")
 def sample(run_dir, n, output, seed, scale, label):
     """A grid of new images: z from the prior, shown as the mean of p(x|z)."""
-    from kvae.errors import ConfigError
-
     check_writable(output, suffixes=(".png",), what="figure")
     _, model = _load(run_dir)
     from kvae import plots  # after the checks: it imports TensorFlow
 
     _require_images(model)
-    condition = getattr(model, "condition", None)
-    if (label is None) != (condition is None):
-        raise ConfigError(
-            "Expected --class N exactly for a run trained with --conditional. Received: "
-            + (f"--class {label} for an unconditional run." if label is not None else "no --class.")
-        )
-    if condition is not None and condition.is_classes and label >= condition.num_classes:
-        raise ConfigError(
-            f"Expected --class in 0..{condition.num_classes - 1}. Received: --class {label}."
-        )
+    _check_class(model, label)
     _save_grid(plots.samples(model, n, seed=seed, y=label), model, output, scale)
 
 
@@ -298,15 +333,16 @@ def sample(run_dir, n, output, seed, scale, label):
 @_scale_option()
 def reconstruct(run_dir, n, output, scale):
     """Test images (rows labelled "original") above their reconstructions (rows labelled
-    "reconstruction": the mean of p(x|z) at the posterior mean of z)."""
+    "reconstruction": the mean of p(x|z) at the posterior mean of z; a conditional run's
+    with each image's own label)."""
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
     from kvae import plots  # after the checks: it imports TensorFlow
 
     _require_images(model)
-    x, _ = _test_data(config, n)
+    x, y = _test_data(config, n)
     ncols = min(8, n)
-    grid = plots.reconstructions(model, x, n=n, ncols=ncols)
+    grid = plots.reconstructions(model, x, n=n, ncols=ncols, y=_conditions(model, y))
     labels = {"row_labels": ["original", "reconstruction"], "rows": 2 * -(-len(x) // ncols)}
     _save_grid(grid, model, output, scale, **labels)
 
@@ -323,14 +359,18 @@ def reconstruct(run_dir, n, output, scale):
 @_scale_option()
 def interpolate(run_dir, rows, steps, output, scale):
     """Decode the straight line between the posterior means of pairs of test images (the
-    first and last column show the two images)."""
+    first and last column show the two images). A conditional run joins two test images of
+    the same class, decoded with that class."""
     check_writable(output, suffixes=(".png",), what="figure")
     config, model = _load(run_dir)
     from kvae import plots  # after the checks: it imports TensorFlow
 
     _require_images(model)
-    x, _ = _test_data(config, 2 * rows)
-    _save_grid(plots.interpolations(model, x, rows=rows, steps=steps), model, output, scale)
+    y_model = getattr(model, "condition", None)
+    # A conditional run looks for pairs of one class among more test images.
+    x, y = _test_data(config, 2 * rows if y_model is None else max(2 * rows, 1000))
+    grid = plots.interpolations(model, x, rows=rows, steps=steps, y=_conditions(model, y))
+    _save_grid(grid, model, output, scale)
 
 
 @click.command(
@@ -350,7 +390,8 @@ def encode(run_dir, output, max_examples):
     check_writable(output, suffixes=(".npz",), what="codes")
     config, model = _load(run_dir)
     x, y = _test_data(config, max_examples)
-    means, scales = posterior_moments(model, x, verbose="auto")  # a bar on a terminal
+    # A bar on a terminal; a conditional run's codes are q(z|x, y) with the test labels.
+    means, scales = posterior_moments(model, x, verbose="auto", y=_conditions(model, y))
     arrays = {"mean": means, "scale": scales}
     if y is not None:
         arrays["label"] = np.asarray(y)
@@ -386,16 +427,21 @@ def encode(run_dir, output, max_examples):
 )
 @_count("-n", "--num", "n", low=1, high=16, default=4, help="Test images for --kind posterior.")
 @_max_examples(5000)
-def plot(run_dir, kind, output, grid, method, n, max_examples):
+@_class_option("The class every code of --kind manifold is decoded with")
+def plot(run_dir, kind, output, grid, method, n, max_examples, label):
     """The Keras VAE example's figures: the decoded manifold of a 2-D latent space (grid by
     the inverse normal CDF, Kingma & Welling) or the scatter of posterior means by label
     (a PCA projection above 2 dimensions, stated in the title); or, with --kind posterior,
     the true posterior p(z|x) of each of --num test images as filled contours, with q(z|x)
     (solid) and the per-example optimum q* (dashed) at 1 and 2 standard deviations over it,
     titled with log p(x), the ELBO and KL(q || p(z|x)) (a slice along q's two widest
-    directions above 2-D)."""
+    directions above 2-D; not for a 1-D latent or a conditional run). A conditional run's
+    latent scatter encodes each test image with its label, and its manifold is decoded
+    with the class given by --class."""
     output = output or os.path.abspath(f"{kind}.png")  # say where the default went
     check_writable(output, suffixes=(".png",), what="figure")
+    if label is not None and kind != "manifold":
+        raise click.UsageError(f"--class is for --kind manifold. Received: --kind {kind}.")
     config, model = _load(run_dir)
     from kvae import plots  # after the checks: it imports TensorFlow
 
@@ -413,12 +459,15 @@ def plot(run_dir, kind, output, grid, method, n, max_examples):
                 f"{model.latent_dim}. Add --method pca for a grid over the first two principal "
                 "axes of the posterior means."
             )
-        x = _test_data(config, max_examples)[0] if method else None
-        size = plots.plot_manifold(model, output, n=grid, method=method, x=x)
+        _check_class(model, label)
+        x, y = _test_data(config, max_examples) if method else (None, None)
+        size = plots.plot_manifold(
+            model, output, n=grid, method=method, x=x, y=_conditions(model, y), condition=label
+        )
     elif kind == "posterior":
         x, _ = _test_data(config, n)
         size = plots.posterior(model, x, output, n=n)
     else:
         x, y = _test_data(config, max_examples)
-        size = plots.plot_latent(model, x, y, output)
+        size = plots.plot_latent(model, x, y, output, condition=_conditions(model, y))
     _done(output, size)

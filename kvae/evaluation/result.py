@@ -16,7 +16,8 @@ class LogLikelihood:
         estimate: numpy ``(n,)``, one estimate per example.
         stderr: numpy ``(n,)``, the Monte Carlo standard error of each estimate (0 for the
             deterministic methods ``exact`` and ``quadrature``, whose numerical error is in
-            ``info``).
+            ``info["resolution_error"]``; for AIS chain noise only, its bias is estimated in
+            ``info["bias_indicator"]``).
         method: the method that produced it (``"iwae"``, ``"exact"``, ``"quadrature"``,
             ``"ais"``); with ``method="auto"`` the one auto chose.
         info: method-specific diagnostics (the settings used; for quadrature the mass near the
@@ -84,7 +85,13 @@ class LogLikelihood:
         ``{prefix}_method``, ``{prefix}_mean_mc_stderr`` (:meth:`mean_mc_stderr`, the Monte
         Carlo error of the mean), ``{prefix}_example_mc_stderr_rms``
         (:meth:`example_mc_stderr_rms`, the typical error of one example's estimate) and
-        ``{prefix}_nan_examples`` (indices of non-finite estimates).
+        ``{prefix}_nan_examples`` (indices of non-finite estimates); for quadrature also
+        ``{prefix}_resolution_error`` (the largest resolution check over the examples, nats:
+        its numerical error, which a standard error of 0 does not show) and
+        ``{prefix}_resolution_tol`` (the tolerance it was checked against); for AIS with
+        its bias check ``{prefix}_bias_indicator`` (the mean over examples of the estimate
+        minus the estimate at half the temperatures: about the bias that the standard
+        errors, chain noise only, leave out).
 
         Before, ``{prefix}_mc_stderr`` held the per-example root mean square under a name that
         read as the error of the mean (sqrt(n) times too large for that); the key is gone
@@ -100,4 +107,11 @@ class LogLikelihood:
             f"{prefix}_example_mc_stderr_rms": self.example_mc_stderr_rms(),
             f"{prefix}_nan_examples": self.nan_indices,
         }
+        if "resolution_error" in self.info:
+            res = np.asarray(self.info["resolution_error"], np.float64)
+            finite = res[np.isfinite(res)]
+            out[f"{prefix}_resolution_error"] = float(finite.max()) if finite.size else None
+            out[f"{prefix}_resolution_tol"] = self.info.get("resolution_tol")
+        if "bias_indicator" in self.info:
+            out[f"{prefix}_bias_indicator"] = float(np.mean(self.info["bias_indicator"]))
         return out

@@ -178,7 +178,11 @@ def evaluate(
             ``log_likelihood_mean_mc_stderr`` (the Monte Carlo error of the mean,
             sqrt(sum se_i^2) / n), ``log_likelihood_example_mc_stderr_rms`` (root-mean-square
             of the per-example Monte Carlo errors) and
-            ``log_likelihood_nan_examples`` (indices of examples whose estimate is not finite).
+            ``log_likelihood_nan_examples`` (indices of examples whose estimate is not finite);
+            the errors a standard error does not show: for quadrature
+            ``log_likelihood_resolution_error`` and ``_resolution_tol`` (the grid's
+            resolution check, nats), for AIS ``log_likelihood_bias_indicator`` (the
+            estimate minus the estimate at half the temperatures).
         y: the conditions of ``x`` for a conditional model (``kvae.VAE(condition=...)``);
             its log p(x|y) is estimated by IWAE, the one method that takes a condition
             (:func:`kvae.evaluation.log_likelihood` refuses the others).

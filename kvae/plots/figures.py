@@ -36,14 +36,17 @@ def _save_figure(fig, path):
     return int(FIGSIZE[1] * DPI), int(FIGSIZE[0] * DPI)
 
 
-def plot_manifold(model, path, n=20, method=None, x=None):
-    """The Keras example's digit manifold as an 800 x 800 PNG at ``path``.
+def plot_manifold(model, path, n=20, method=None, x=None, *, y=None, condition=None):
+    """The Keras example's digit manifold as an 800 x 800 PNG at ``path``. A conditional
+    model decodes every code with ``condition`` (one class, say); ``y`` are the conditions
+    of ``x`` (for ``method="pca"``).
 
     Returns (height, width) in pixels."""
     path = check_writable(path, suffixes=(".png",), what="figure")
-    codes, values, description = manifold_codes(model, n, method, x)
+    codes, values, description = manifold_codes(model, n, method, x, y)
     decoded = as_images(
-        decode_mean(model, codes.reshape(-1, model.latent_dim)), tuple(model.data_shape)
+        decode_mean(model, codes.reshape(-1, model.latent_dim), condition),
+        tuple(model.data_shape),
     )
     h, w = decoded.shape[1:3]
     pad = grid_pad(h, w)
@@ -67,17 +70,19 @@ def plot_manifold(model, path, n=20, method=None, x=None):
     return _save_figure(fig, path)
 
 
-def plot_latent(model, x, y, path, max_points=10000):
-    """The Keras example's scatter of posterior means coloured by label (800 x 800 PNG).
+def plot_latent(model, x, y, path, max_points=10000, *, condition=None):
+    """The Keras example's scatter of posterior means coloured by label ``y`` (800 x 800
+    PNG); ``condition``: a conditional model's conditions of ``x`` (often ``y`` itself).
 
     Returns (height, width) in pixels."""
     path = check_writable(path, suffixes=(".png",), what="figure")
-    return _save_figure(_latent_figure(model, x, y, max_points), path)
+    return _save_figure(_latent_figure(model, x, y, max_points, condition), path)
 
 
-def _latent_figure(model, x, y, max_points=10000):
+def _latent_figure(model, x, y, max_points=10000, condition=None):
     x = np.asarray(x[:max_points], np.float32)
-    points, description = latent_scatter_data(model, x)
+    condition = None if condition is None else np.asarray(condition)[:max_points]
+    points, description = latent_scatter_data(model, x, condition)
     fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     if points.shape[1] == 1:

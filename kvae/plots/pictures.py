@@ -28,19 +28,27 @@ MANIFOLD_METHODS = (None, "pca")
 _BATCH = 1000
 
 
-def decode_mean(model, z):
-    """The mean of p(x|z) for codes ``z`` (n, latent_dim), numpy, in batches."""
+def _conditional(model):
+    return getattr(model, "condition", None) is not None
+
+
+def decode_mean(model, z, y=None):
+    """The mean of p(x|z) for codes ``z`` (n, latent_dim), numpy, in batches. ``y``: a
+    conditional model's condition, one for all codes or one per code."""
     z = np.asarray(z, np.float32)
+    y = model.condition.repeat(y, len(z)) if _conditional(model) else None
     out = []
     for start in range(0, len(z), _BATCH):
-        params = model.decoder_params(z[start : start + _BATCH])
+        rows = slice(start, start + _BATCH)
+        params = model.decoder_params(z[rows], None if y is None else y[rows])
         out.append(np.asarray(model.likelihood_head.mean(params)))
     return np.concatenate(out)
 
 
-def encode_mean(model, x):
-    """Posterior means E[q(z|x)] (n, latent_dim), numpy, in batches."""
-    return evaluation.posterior_moments(model, x)[0]
+def encode_mean(model, x, y=None):
+    """Posterior means E[q(z|x)] (n, latent_dim), numpy, in batches (``y``: a conditional
+    model's conditions of ``x``)."""
+    return evaluation.posterior_moments(model, x, y=y if _conditional(model) else None)[0]
 
 
 def _data_shape(model):
@@ -68,11 +76,16 @@ def class_samples(model, per_class=10, seed=0):
     return tile(as_images(x, _data_shape(model)), per_class)
 
 
-def reconstructions(model, x, n=16, ncols=8):
+def reconstructions(model, x, n=16, ncols=8, y=None):
     """Inputs beside reconstructions: rows of ``ncols`` inputs, each followed by a row of their
-    reconstructions (the mean of p(x | z = E[q(z|x)]))."""
+    reconstructions (the mean of p(x | z = E[q(z|x)]); with a conditional model's conditions
+    ``y`` of ``x``, of p(x | z, y) at the mean of q(z|x, y))."""
     x = np.asarray(x[:n], np.float32)
-    rec = np.asarray(model.predict(x, batch_size=_BATCH, verbose=0))
+    if _conditional(model):
+        y = None if y is None else np.asarray(y)[:n]
+        rec = decode_mean(model, encode_mean(model, x, y), y)
+    else:
+        rec = np.asarray(model.predict(x, batch_size=_BATCH, verbose=0))
     shape = _data_shape(model)
     inputs, outputs = as_images(x, shape), as_images(rec, shape)
     rows = []
@@ -87,35 +100,73 @@ def reconstructions(model, x, n=16, ncols=8):
     return tile(np.concatenate(rows), ncols)
 
 
-def interpolations(model, x, rows=4, steps=10):
+def _pairs(model, y, rows, n):
+    """Index pairs to interpolate between: (0, 1), (2, 3), ... or, for a model conditioned
+    on classes, pairs of examples of the same class (each decoded with that class)."""
+    if not (_conditional(model) and model.condition.is_classes):
+        return [(2 * i, 2 * i + 1) for i in range(min(rows, n // 2))]
+    labels = np.asarray(y).reshape(n, -1).argmax(-1) if np.ndim(y) == 2 else np.asarray(y)
+    pairs, waiting = [], {}
+    for i, label in enumerate(labels.tolist()):
+        if label in waiting:
+            pairs.append((waiting.pop(label), i))
+            if len(pairs) == rows:
+                break
+        else:
+            waiting[label] = i
+    if not pairs:
+        raise DataError(
+            f"Expected two examples of one class to interpolate between. Received: {n} "
+            "examples of distinct classes."
+        )
+    return pairs
+
+
+def interpolations(model, x, rows=4, steps=10, y=None):
     """Each row decodes ``steps`` codes on the line between the posterior means of two
-    examples (x[2i] and x[2i+1]); the first and last columns show those two examples."""
+    examples (x[2i] and x[2i+1]); the first and last columns show those two examples.
+
+    A conditional model needs ``y``, the conditions of ``x``: with classes, each row joins
+    two examples of the same class (the first such pairs in ``x``), decoded with that class;
+    with other conditions the condition moves along the line with the code."""
     if len(x) < 2:
         raise DataError(f"Expected at least 2 examples to interpolate. Received: {len(x)}.")
-    rows = max(1, min(int(rows), len(x) // 2))
-    x = np.asarray(x[: 2 * rows], np.float32)
-    mu = encode_mean(model, x)
+    x = np.asarray(x, np.float32)
+    cond = _conditional(model)
+    if cond:
+        model.condition.check(y, len(x))
+        y = np.asarray(y)
+    pairs = _pairs(model, y, max(1, int(rows)), len(x))
+    used = sorted({i for pair in pairs for i in pair})
+    mu = dict(zip(used, encode_mean(model, x[used], None if y is None else y[used]), strict=True))
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     shape = _data_shape(model)
     images = []
-    for i in range(rows):
-        a, b = mu[2 * i], mu[2 * i + 1]
-        decoded = as_images(decode_mean(model, (1 - t) * a + t * b), shape)
-        ends = as_images(x[2 * i : 2 * i + 2], shape)
+    for a, b in pairs:
+        line = None
+        if cond:
+            ya, yb = np.asarray(y[a], np.float32), np.asarray(y[b], np.float32)
+            same = np.broadcast_to(y[a], (steps, *np.shape(y[a])))
+            line = same if model.condition.is_classes else (1 - t) * ya + t * yb
+        decoded = as_images(decode_mean(model, (1 - t) * mu[a] + t * mu[b], line), shape)
+        ends = as_images(x[[a, b]], shape)
         images.extend([ends[0], *decoded, ends[1]])
     return tile(np.stack(images), steps + 2)
 
 
-def traversal(model, x, steps=9, max_dims=10):
+def traversal(model, x, steps=9, max_dims=10, y=None):
     """Latent traversal: row u varies unit u over the inverse normal CDF of evenly spaced
-    quantiles (as the manifold), the other units held at the posterior mean of ``x[0]``."""
-    mu = encode_mean(model, np.asarray(x[:1], np.float32))[0]
+    quantiles (as the manifold), the other units held at the posterior mean of ``x[0]``
+    (decoded with its condition ``y[0]`` for a conditional model)."""
+    y0 = None if y is None else np.asarray(y)[:1]
+    mu = encode_mean(model, np.asarray(x[:1], np.float32), y0)[0]
     dims = min(model.latent_dim, int(max_dims))
     values = _quantile_grid(steps)
     codes = np.repeat(mu[None, None, :], dims, axis=0).repeat(steps, axis=1)  # (dims, steps, L)
     for u in range(dims):
         codes[u, :, u] = values
-    decoded = decode_mean(model, codes.reshape(-1, model.latent_dim))
+    y0 = None if y0 is None else y0[0]
+    decoded = decode_mean(model, codes.reshape(-1, model.latent_dim), y0)
     return tile(as_images(decoded, _data_shape(model)), steps)
 
 
@@ -125,11 +176,12 @@ def _quantile_grid(n):
     return ndtri((np.arange(n) + 0.5) / n).astype(np.float32)
 
 
-def manifold_codes(model, n=20, method=None, x=None):
+def manifold_codes(model, n=20, method=None, x=None, y=None):
     """``(codes (n, n, latent_dim), axis_values, description)`` of the manifold grid.
 
     Row i (top to bottom) has the second coordinate decreasing, column j the first
-    increasing, as in the Keras example. See the module docstring for ``method``."""
+    increasing, as in the Keras example. See the module docstring for ``method`` (``y``:
+    a conditional model's conditions of ``x``)."""
     if method not in MANIFOLD_METHODS:
         raise ConfigError(f"Expected `method` to be None or 'pca'. Received: method={method!r}")
     n = int(n)
@@ -154,7 +206,7 @@ def manifold_codes(model, n=20, method=None, x=None):
         )
     if x is None:
         raise ConfigError("Expected data `x` for method='pca' (its posterior means give the axes).")
-    center, axes, sds, _ = _pca(encode_mean(model, x), 2)
+    center, axes, sds, _ = _pca(encode_mean(model, x, y), 2)
     codes = center + (a[..., None] * sds[0]) * axes[0] + (b[..., None] * sds[1]) * axes[1]
     description = (
         "PCA: grid over the first two principal axes of the posterior means "
@@ -163,11 +215,13 @@ def manifold_codes(model, n=20, method=None, x=None):
     return codes.astype(np.float32), values, description
 
 
-def manifold(model, n=20, method=None, x=None):
+def manifold(model, n=20, method=None, x=None, *, y=None, condition=None):
     """The decoded manifold as a grid of n x n images (see :func:`manifold_codes`), with a
-    gap between small images (:func:`grid_pad`)."""
-    codes, _, _ = manifold_codes(model, n, method, x)
-    decoded = as_images(decode_mean(model, codes.reshape(-1, model.latent_dim)), _data_shape(model))
+    gap between small images (:func:`grid_pad`). A conditional model decodes every code
+    with ``condition`` (one class, say); ``y`` are the conditions of ``x``."""
+    codes, _, _ = manifold_codes(model, n, method, x, y)
+    flat = codes.reshape(-1, model.latent_dim)
+    decoded = as_images(decode_mean(model, flat, condition), _data_shape(model))
     return tile(decoded, n, pad=grid_pad(*decoded.shape[1:3]))
 
 
@@ -183,9 +237,10 @@ def _pca(points, k):
     return center, eigvec[:, order].T, np.sqrt(eigval) + 1e-12, eigval / total
 
 
-def latent_scatter_data(model, x):
-    """``(points (n, 2) or (n, 1), description)``: posterior means, projected by PCA above 2-D."""
-    mu = encode_mean(model, x)
+def latent_scatter_data(model, x, y=None):
+    """``(points (n, 2) or (n, 1), description)``: posterior means, projected by PCA above 2-D
+    (``y``: a conditional model's conditions of ``x``)."""
+    mu = encode_mean(model, x, y)
     if mu.shape[1] <= 2:
         return mu, "posterior means"
     center, axes, _, explained = _pca(mu, 2)

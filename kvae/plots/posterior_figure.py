@@ -11,7 +11,7 @@ from scipy.special import logsumexp
 
 from kvae import evaluation
 from kvae._files import atomic_path, check_writable
-from kvae.errors import DataError
+from kvae.errors import ConfigError, DataError
 from kvae.plots.figures import DPI, new_figure
 from kvae.plots.grids import as_images, image_shape
 
@@ -34,6 +34,7 @@ def posterior(model, x, path=None, *, n=4, optimise=True, grid=121):
     Returns (height, width) of the PNG written to ``path``, or with ``path=None`` the figure
     as an RGB numpy array in [0, 1] (for TensorBoard).
     """
+    _check_drawable(model)
     if path is not None:
         path = check_writable(path, suffixes=(".png",), what="figure")
     n = min(int(n), len(x))
@@ -50,6 +51,21 @@ def posterior(model, x, path=None, *, n=4, optimise=True, grid=121):
     canvas = fig.canvas
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float32) / 255.0
+
+
+def _check_drawable(model):
+    if model.latent_dim < 2:
+        raise ConfigError(
+            "Expected latent_dim >= 2 for the posterior figure (p(z|x) over a plane). "
+            f"Received: latent_dim={model.latent_dim}. For log p(x) and the gaps use "
+            "kvae evaluate --method quadrature --gaps."
+        )
+    if getattr(model, "condition", None) is not None:
+        raise ConfigError(
+            "Expected an unconditional model for the posterior figure (its log p(x) by "
+            "quadrature takes no condition). Received: a conditional model "
+            f"({model.condition.describe()})."
+        )
 
 
 def _covariance(dist):
