@@ -112,12 +112,6 @@ nitpick_ignore_regex = [
     ),
 ]
 
-# TEMPORARY: kvae.evaluation docstrings whose references are being fixed on another branch;
-# deleted at its merge. Nothing else may be added here.
-nitpick_ignore = [
-    ("py:func", "kvae.evaluation.ais.ais_log_likelihood"),  # kvae/evaluation/loglik.py
-    ("py:class", "PosteriorGrid"),  # kvae/evaluation/quadrature.py, posterior_grid
-]
 
 # ----- HTML -----------------------------------------------------------------------------
 html_theme = "furo"

@@ -669,8 +669,8 @@ def _tensorboard(config, model, arrays, run_dir, out):
     shown_y = arrays.y_val if held_out else arrays.y_test
     return TensorBoard(
         os.path.join(out, LOG_DIR),
-        # A conditional model's pictures would need y: scalars only.
-        x=None if _is_conditional(model) else shown_x[:_TENSORBOARD_EXAMPLES],
+        # A conditional model's pictures take the labels as their conditions.
+        x=shown_x[:_TENSORBOARD_EXAMPLES],
         y=None if shown_y is None else shown_y[:_TENSORBOARD_EXAMPLES],
         image_every=config.image_every,
         projector=config.projector,

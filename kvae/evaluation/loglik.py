@@ -78,7 +78,7 @@ def log_likelihood(model, x, method="auto", *, y=None, **options):
         **options: the method's own options: iwae ``num_samples``, ``batch_size``,
             ``chunk_size``, ``seed``, ``verbose``; quadrature ``grid``, ``num_sd``,
             ``edge_tol``, ``max_widen``, ``batch_size``, ``resolution_tol``; ais see
-            :func:`kvae.evaluation.ais.ais_log_likelihood` (``bias_check`` among them).
+            :func:`kvae.evaluation.ais_log_likelihood` (``bias_check`` among them).
 
     Raises:
         ConfigError: an unknown method or option, options out of range, or a method that does
