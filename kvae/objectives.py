@@ -39,11 +39,17 @@ from kvae.errors import ConfigError
 tfd = tfp.distributions
 
 __all__ = [
+    "FREE_BITS_MODES",
     "KL_METHODS",
+    "check_free_bits",
     "elbo",
+    "free_bits_kl",
     "iwae_bound",
     "iwae_from_chunks",
     "kl_divergence",
+    "kl_per_dimension",
+    "kl_per_group",
+    "kl_pieces",
     "log_weights",
 ]
 

@@ -29,7 +29,7 @@ def steps_per_call(steps, wanted):
 def fusable(model, steps, batch_size, x):
     """Whether ``fit`` on arrays runs ``steps`` steps per call in one XLA loop (see
     :func:`kvae.training.fused.train_function`): XLA on, no convolution layers (inside an
-    XLA loop they compile to slow code, :func:`kvae._compile_mode.fused_loop`), one device,
+    XLA loop they compile to slow code, ``kvae._compile_mode.fused_loop``), one device,
     not eager, steps > 1, and the stacked batches of one call small."""
     size = steps * batch_size * int(np.prod(x.shape[1:])) * 4
     return (

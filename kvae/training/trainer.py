@@ -54,7 +54,7 @@ class Trainer(StepHelpers):
         call runs across an epoch boundary. With XLA on one device the steps of each call
         then run in one XLA loop (:mod:`kvae.training.fused`; 1.2x-2x the steps per second of
         Keras' own loop on CPU), except for models with convolutions, which XLA compiles
-        slowly inside a loop (:func:`kvae._compile_mode.fused_loop`). ``binarize`` (None,
+        slowly inside a loop (``kvae._compile_mode.fused_loop``). ``binarize`` (None,
         ``"static"`` or ``"dynamic"``, array data only) binarises the examples as
         ``make_dataset`` does. ``validation_split`` holds out the last fraction of the
         arrays, as Keras does (binarised once when ``binarize`` is set). An unconditional VAE
