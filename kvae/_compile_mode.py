@@ -13,6 +13,21 @@ The rule, in order:
    into the GEMMs (784-512-2 MLP measured about 1.2-1.4x faster with XLA; Burda's
    784-200-200-50 tanh MLP likewise at batch 20 and 100).
 
+The same rule picks the loop that ``fit`` on arrays runs XLA's steps in
+(:func:`fused_loop`): kvae's fused loop (all steps of a compiled call in one XLA while loop,
+:mod:`kvae.training.fused`) for models without convolutions, Keras' own loop (one XLA
+computation per step) for models with a convolution, on every device. The cause, found on
+the CPU: XLA's CPU compiler rewrites a convolution into the layout its fast (Eigen)
+convolution kernel takes only in the entry computation (``ConvCanonicalization`` walks
+``module->entry_computation()``). Inside a while loop the backward convolutions (filter
+gradients, ``dim_labels=f01b_i01o->01bf``) and the transposed convolutions keep their
+layout and are emitted as XLA's generic loop nest: 7 of the conv VAE's 11 convolutions,
+about 30x slower a step (48 against 1,450 samples/s on a 2-core AMD EPYC, keras.io conv
+VAE, batch 128, both with XLA, measured in alternation in one process). On GPU and TPU the
+convolutions go through other passes (cuDNN's rewriter visits every computation), so the
+cause probably does not apply there, but that is not measured: kvae takes Keras' loop for
+convolutions there too (docs/performance.md, "Convolutions and the fused loop").
+
 A rule rather than timing steps at the start of ``fit``: timing both ways costs two
 compilations (seconds for the conv step) on every run, and on a shared machine a few steps'
 timings are noisier than the difference being decided. The rule is deterministic, so two
@@ -28,7 +43,7 @@ import tensorflow as tf
 
 from kvae import _keras_private
 
-__all__ = ["AUTO", "CompileChoice", "function", "log", "parse_jit", "resolve"]
+__all__ = ["AUTO", "CompileChoice", "function", "fused_loop", "log", "parse_jit", "resolve"]
 
 _log = logging.getLogger("kvae")
 
@@ -55,14 +70,23 @@ _CONV_LAYERS = tuple(
 @dataclasses.dataclass(frozen=True)
 class CompileChoice:
     """What ``compile`` was asked for (``True``, ``False`` or ``"auto"``), what it chose
-    (``jit``) and why, in words."""
+    (``jit``) and why, in words; and which loop ``fit`` on arrays runs the steps in
+    (``loop``: ``"fused"``, kvae's XLA loop, or ``"keras"``, Keras' own) and why."""
 
     requested: object
     jit: bool
     reason: str
+    loop: str = "keras"
+    loop_reason: str = ""
 
     def to_dict(self):
-        return {"requested": self.requested, "jit_compile": self.jit, "reason": self.reason}
+        return {
+            "requested": self.requested,
+            "jit_compile": self.jit,
+            "reason": self.reason,
+            "loop": self.loop,
+            "loop_reason": self.loop_reason,
+        }
 
 
 def parse_jit(value, name="jit_compile"):
@@ -101,9 +125,29 @@ def _conv_layer(model):
     return None
 
 
+def fused_loop(model, jit):
+    """``(fused, reason)``: whether ``fit`` on arrays may run a call's steps in kvae's fused
+    XLA loop (with ``jit`` True), else Keras' own loop (see the module's docstring)."""
+    if not jit:
+        return False, "no XLA: Keras' loop"
+    conv = _conv_layer(model)
+    if conv is not None:
+        return False, (
+            f"convolution layer {conv.name!r} ({type(conv).__name__}): XLA's CPU compiler "
+            "leaves convolutions inside a loop in a slow layout; Keras' loop, one XLA "
+            "computation per step"
+        )
+    return True, "no convolution layers: the steps of a call in one XLA loop"
+
+
 def resolve(requested, model, run_eagerly=False):
     """The :class:`CompileChoice` for ``model`` (a built Keras model) on this machine."""
-    requested = parse_jit(requested)
+    choice = _resolve_jit(parse_jit(requested), model, run_eagerly)
+    fused, why = fused_loop(model, choice.jit)
+    return dataclasses.replace(choice, loop="fused" if fused else "keras", loop_reason=why)
+
+
+def _resolve_jit(requested, model, run_eagerly):
     if run_eagerly:
         return CompileChoice(requested, False, "run_eagerly=True")
     if requested is not AUTO:

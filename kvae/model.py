@@ -45,10 +45,12 @@ class VAE(Trainer, keras.Model):
         kl: ``"auto"`` (analytic when TFP has it, else Monte Carlo), ``"analytic"`` or ``"mc"``.
         seed: seed of the latent sampling; with ``keras.utils.set_random_seed`` two runs
             are identical.
-        free_bits: nats per latent dimension the KL may use for free (Kingma et al. 2016),
-            applied to the whole code: while a batch's mean KL is below
-            ``free_bits * latent_dim`` the KL term gives no gradient (its value still counts
-            in the loss and metrics). 0 (default) = off. Not with ``objective="iwae"``.
+        free_bits: nats per latent dimension the KL may use for free (Kingma et al. 2016): a
+            KL piece (``free_bits_mode``) whose batch mean is below its floor gives no gradient
+            (its value still counts). 0 (default) = off. Not with ``objective="iwae"``.
+        free_bits_mode: ``"total"`` (default; the code's KL, floor ``free_bits * latent_dim``),
+            ``"dimension"`` (each dimension's KL, as the paper; factorised q and p) or
+            ``"group"`` (each layer of a hierarchical model): ``kvae.objectives.kl_pieces``.
         condition: None (default), or a conditional VAE's condition y (Sohn et al. 2015):
             ``{"num_classes": C}`` (class labels, one-hot; the shorthand ``condition=C``) or
             ``{"dim": D}`` (any vector). Then ``fit(x, y)`` trains q(z|x,y) p(x|z,y),
@@ -80,6 +82,7 @@ class VAE(Trainer, keras.Model):
         kl="auto",
         seed=None,
         free_bits=0.0,
+        free_bits_mode="total",
         condition=None,
         input_shape=None,
         **kwargs,
@@ -101,12 +104,9 @@ class VAE(Trainer, keras.Model):
         self.objective = choice("objective", objective, OBJECTIVES)
         self.kl_method = choice("kl", kl, KL_METHODS)
         beta = _nonnegative("beta", beta, "a number")
-        self.free_bits = _nonnegative("free_bits", free_bits, "a number of nats")
-        if self.free_bits and self.objective == "iwae":
-            raise ConfigError(
-                "Expected free_bits=0 with objective='iwae' (the importance-weighted bound has no "
-                f"separate KL term). Received: free_bits={self.free_bits!r}."
-            )
+        self.free_bits, self.free_bits_mode = objectives.check_free_bits(
+            free_bits, free_bits_mode, self.objective
+        )
         # on_nan="skip" (kvae.checkpointing sets it): a step whose loss or gradients are not
         # finite applies no gradient and leaves the metrics alone; counted in skipped_steps.
         self.skip_nonfinite = False
@@ -156,7 +156,8 @@ class VAE(Trainer, keras.Model):
             f"data_shape={self.data_shape}",
         ):
             features = self._posterior_input(self.encoder(x0), y0)
-            z = self.posterior_head.distribution(self.posterior_head(features)).mean()
+            q = self.posterior_head.distribution(self.posterior_head(features))
+            z = q.mean()
         if tuple(z.shape) != (1, self.latent_dim):
             raise ConfigError(
                 f"Expected the posterior to give z of shape (batch, {self.latent_dim}). "
@@ -181,6 +182,8 @@ class VAE(Trainer, keras.Model):
                 f"Expected the prior to have event shape ({self.latent_dim},). Received: "
                 f"{tuple(prior.event_shape)} from prior {names['prior']!r}."
             )
+        if self.free_bits:  # a mode the model's q and p cannot split into is refused now
+            objectives.kl_pieces(self.free_bits_mode, q, prior, z[:, 0], q.sample(1, seed=[0, 0]))
         self.built = True
 
     def build(self, input_shape=None):  # everything is built in __init__
@@ -287,7 +290,11 @@ class VAE(Trainer, keras.Model):
             bound = objectives.iwae_bound(*args, **samples)
             return dict(objectives.elbo(*args, **samples, kl=self.kl_method), loss=-bound)
         beta = tf.convert_to_tensor(self.beta)
-        return objectives.elbo(*args, **samples, kl=self.kl_method, beta=beta)
+        terms = objectives.elbo(*args, **samples, kl=self.kl_method, beta=beta)
+        if training and self.free_bits:
+            mode, kl = self.free_bits_mode, terms["kl"]
+            terms["kl_pieces"] = objectives.kl_pieces(mode, q, prior, kl, terms["z"])
+        return terms
 
     def _step_seed(self):
         seed = tf.cast(self.seed_generator.next(), tf.int32)
@@ -303,9 +310,7 @@ class VAE(Trainer, keras.Model):
             terms = self.compute_terms(x, seed, training=True, y=y)
             per_example = terms["loss"]
             if self.free_bits:
-                kl = terms["kl"]
-                floor = tf.cast(self.free_bits * self.latent_dim, kl.dtype)
-                kl = tf.where(_mean(kl, weights) < floor, tf.stop_gradient(kl), kl)
+                kl = objectives.free_bits_kl(*terms.pop("kl_pieces"), self.free_bits, weights)
                 beta = tf.cast(tf.convert_to_tensor(self.beta), kl.dtype)
                 per_example = terms["reconstruction"] + beta * kl
             loss = _mean(per_example, weights)
@@ -466,6 +471,7 @@ class VAE(Trainer, keras.Model):
             kl=self.kl_method,
             seed=self.seed,
             free_bits=self.free_bits,
+            free_bits_mode=self.free_bits_mode,
             condition=None if self.condition is None else self.condition.get_config(),
             providers=providers(self._specs),
         )

@@ -39,11 +39,17 @@ from kvae.errors import ConfigError
 tfd = tfp.distributions
 
 __all__ = [
+    "FREE_BITS_MODES",
     "KL_METHODS",
+    "check_free_bits",
     "elbo",
+    "free_bits_kl",
     "iwae_bound",
     "iwae_from_chunks",
     "kl_divergence",
+    "kl_per_dimension",
+    "kl_per_group",
+    "kl_pieces",
     "log_weights",
 ]
 
@@ -380,3 +386,121 @@ def iwae_from_chunks(log_weight_chunks):
     per_chunk = tf.stack([tf.reduce_logsumexp(tf.cast(c, dtype), axis=0) for c in chunks])
     total = tf.add_n([tf.shape(c)[0] for c in chunks])
     return tf.reduce_logsumexp(per_chunk, axis=0) - tf.math.log(tf.cast(total, dtype))
+
+
+# ---------------------------------------------------------------------------- free bits
+
+FREE_BITS_MODES = ("total", "dimension", "group")
+
+
+def check_free_bits(free_bits, mode, objective):
+    """``(free_bits, mode)`` checked: nats >= 0, a mode of :data:`FREE_BITS_MODES`, and not
+    with the IWAE objective (its bound has no separate KL term)."""
+    try:
+        nats = float(free_bits)
+    except (TypeError, ValueError):
+        nats = float("nan")
+    if not (nats >= 0 and math.isfinite(nats)):
+        raise ConfigError(
+            f"Expected `free_bits` to be a number of nats >= 0. Received: free_bits={free_bits!r}"
+        )
+    if mode not in FREE_BITS_MODES:
+        raise ConfigError(
+            f"Expected `free_bits_mode` to be one of {', '.join(map(repr, FREE_BITS_MODES))}. "
+            f"Received: free_bits_mode={mode!r}"
+        )
+    if nats and objective == "iwae":
+        raise ConfigError(
+            "Expected free_bits=0 with objective='iwae' (the importance-weighted bound has no "
+            f"separate KL term). Received: free_bits={nats!r}."
+        )
+    return nats, mode
+
+
+def _marginals(dist):
+    """The univariate distributions of a factorised ``dist`` (an ``Independent`` of scalar
+    distributions, or a diagonal ``MultivariateNormalDiag``), batch shape ``[..., L]``;
+    None when ``dist`` does not factorise over the dimensions of z."""
+    if isinstance(dist, tfd.Independent) and dist.reinterpreted_batch_ndims == 1:
+        inner = dist.distribution
+        return inner if inner.event_shape.rank == 0 else None
+    if isinstance(dist, tfd.MultivariateNormalDiag):
+        return tfd.Normal(dist.mean(), dist.stddev())
+    return None
+
+
+def kl_per_dimension(posterior, prior):
+    """KL(q(z_l|x) || p(z_l)) of each dimension l, ``[B, L]``, when both distributions
+    factorise over the dimensions of z and TFP has the pair's KL (a diagonal Gaussian q
+    against a standard normal p: 0.5 (mu_l^2 + sigma_l^2 - 1 - log sigma_l^2)); they sum
+    to the analytic KL. None otherwise: for a q or p that couples the dimensions (IAF,
+    hierarchical, a VampPrior mixture) a dimension's own KL is not defined."""
+    q, p = _marginals(posterior), _marginals(prior)
+    if q is None or p is None:
+        return None
+    return _analytic_kl(q, p)
+
+
+def kl_per_group(posterior, prior, z):
+    """Monte Carlo KL of each group of z's coordinates, ``[B, G]``, for distributions that
+    split into groups (a hierarchical model's z1 and z2): both give ``latent_groups`` (the
+    group sizes, in z's order) and ``log_prob_groups(z)`` (the chain rule's factors, e.g.
+    log q(z1|x), log q(z2|z1) and log p(z1|z2), log p(z2), one per group, summing to
+    ``log_prob(z)``). With z ``[S, B, L]`` from q: (1/S) sum_s [log q_g(z_s) - log p_g(z_s)];
+    the groups add up to the Monte Carlo KL on the same z. None when either does not split,
+    or they split differently."""
+    groups = getattr(posterior, "latent_groups", None)
+    if groups is None or tuple(groups) != tuple(getattr(prior, "latent_groups", ()) or ()):
+        return None
+    log_q, log_p = posterior.log_prob_groups(z), prior.log_prob_groups(z)
+    diffs = [
+        tf.reduce_mean(q - tf.cast(p, q.dtype), axis=0) for q, p in zip(log_q, log_p, strict=True)
+    ]
+    return tf.stack(diffs, axis=-1)
+
+
+def kl_pieces(mode, posterior, prior, kl, z):
+    """``(pieces [B, K], sizes)``: the KL split as ``mode`` floors it, and the latent
+    dimensions each piece covers (its floor is ``free_bits * size``). ``"total"``: one
+    piece, ``kl`` itself; ``"dimension"``: :func:`kl_per_dimension`; ``"group"``:
+    :func:`kl_per_group`. Raises ConfigError when the model's q and p cannot be split so."""
+    latent_dim = int(z.shape[-1])
+    if mode == "total":
+        return kl[:, None], (latent_dim,)
+    if mode == "dimension":
+        pieces = kl_per_dimension(posterior, prior)
+        sizes = (1,) * latent_dim
+        need = (
+            "a posterior and prior that factorise over z's dimensions with an analytic KL "
+            "(a diagonal Gaussian against a standard normal or diagonal Gaussian prior)"
+        )
+    else:
+        pieces = kl_per_group(posterior, prior, z)
+        sizes = tuple(getattr(posterior, "latent_groups", None) or ())
+        need = (
+            "a posterior and prior that split z into the same groups (latent_groups and "
+            "log_prob_groups, as posterior='hierarchical' with prior='hierarchical' do)"
+        )
+    if pieces is None:
+        raise ConfigError(
+            f"Expected {need} for free_bits_mode={mode!r}. Received: posterior "
+            f"{_describe(posterior)}, prior {_describe(prior)}. Use free_bits_mode='total' "
+            "(one floor on the whole code's KL)."
+        )
+    return tf.cast(pieces, kl.dtype), sizes
+
+
+def free_bits_kl(pieces, sizes, free_bits, weights=None):
+    """The per-example KL ``[B]`` a free-bits loss uses (Kingma et al. 2016, eq. 15, with
+    one floor per piece): each piece k whose batch mean (weighted by ``weights``) is below
+    ``free_bits * sizes[k]`` nats keeps its value but gives no gradient; the others count
+    as they are. So above every floor the loss and its gradient are the plain ones, and
+    below a floor that piece's KL stops pulling its dimensions towards the prior."""
+    if weights is None:
+        means = tf.reduce_mean(pieces, axis=0)
+    else:
+        w = tf.cast(weights, pieces.dtype)[:, None]
+        means = tf.reduce_sum(pieces * w, axis=0) / tf.maximum(tf.reduce_sum(w), 1e-12)
+    floors = tf.constant([free_bits * s for s in sizes], pieces.dtype)
+    floored = tf.where(means < floors, tf.stop_gradient(pieces), pieces)
+    return tf.reduce_sum(floored, axis=-1)

@@ -235,7 +235,28 @@ def condition_of(config, arrays):
             "Expected integer class labels >= 0 of shape (n,) for conditional=True. Received: "
             f"labels of dtype {y.dtype} and shape {y.shape}."
         )
+    _check_classes_seen(y, arrays, config)
     return {"num_classes": max(2, int(y.max()) + 1)}
+
+
+def _check_classes_seen(y_train, arrays, config):
+    """Every class of the test and validation labels must be among the training labels:
+    the model's classes come from the training labels, so an unseen one would fail (or
+    meet an untrained condition) only after training (``max_train_examples`` can cut a
+    class off)."""
+    seen = set(np.unique(y_train).tolist())
+    for name, labels in (("test", arrays.y_test), ("validation", arrays.y_val)):
+        if labels is None:
+            continue
+        unseen = sorted(set(np.unique(np.asarray(labels)).tolist()) - seen)
+        if unseen:
+            raise DataError(
+                f"Expected every class of the {name} labels among the training labels "
+                f"(conditional=True learns one condition per training class). Received: "
+                f"{name} classes {unseen} not in the {len(y_train)} training examples "
+                f"(classes {sorted(seen)}; max_train_examples={config.max_train_examples}). "
+                "Train on more examples (raise --max-train-examples) so every class appears."
+            )
 
 
 def build_model(config, data_shape, steps_per_epoch=None, condition=None):
@@ -256,6 +277,8 @@ def build_model(config, data_shape, steps_per_epoch=None, condition=None):
         kl=config.kl,
         seed=config.seed,
         free_bits=config.free_bits,
+        # TrainConfig.free_bits_mode comes with the config and CLI change (fitedges report).
+        free_bits_mode=getattr(config, "free_bits_mode", "total"),
     )
     for slot in (s.name for s in SLOTS):
         kwargs[slot] = getattr(config, slot)

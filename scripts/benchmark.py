@@ -9,7 +9,10 @@ Shapes (``--model``):
            minimal step (the floor).
     conv   the keras.io conv VAE (Conv2D 32/64 stride 2, Dense 16, latent 2), batch 128.
            Peer: the keras.io conv example with and without XLA; also kvae with bf16
-           (kvae_bf16, opt-in: oneDNN runs bfloat16 convolutions on AMX).
+           (kvae_bf16, opt-in: oneDNN runs bfloat16 convolutions on AMX) and kvae with XLA
+           forced on (kvae_xla, compile(jit_compile=True): what kvae's rule picks on a GPU
+           or TPU; its steps run in Keras' loop, one XLA computation per step, since XLA's
+           CPU compiler makes convolutions inside kvae's fused loop ~30x slower, issue 23).
     burda  Burda et al.'s 784-200-200-50 tanh MLP VAE at batch 20 and 100. Peer: the
            hand-written minimal step with and without XLA (the floor).
 
@@ -59,6 +62,7 @@ SETTINGS = {
     "conv": [
         ("kvae", 128, CONV, None, []),
         ("kvae_bf16", 128, CONV, None, ["--precision", "bf16"]),  # opt-in: AMX convolutions
+        ("kvae_xla", 128, CONV, None, ["--kvae-jit", "on"]),  # the GPU/TPU choice, on CPU
         ("keras3_conv_jit", 128, None, "keras3_conv_example.py", ["--jit", "true"]),
         ("keras3_conv_nojit", 128, None, "keras3_conv_example.py", ["--jit", "false"]),
     ],

@@ -301,9 +301,39 @@ def test_fit_binarize_feeds_bernoulli_draws():
     for mode in ("static", "dynamic"):
         got = model.fit(x, batch_size=32, epochs=1, verbose=0, binarize=mode).history["loss"][0]
         assert abs(got - binary) < 5 * se, (mode, got, binary, grey, se)
+    # validation_split (issue 22): the held-out examples are binarised too.
+    for mode in ("static", "dynamic"):
+        logs = model.fit(
+            x, batch_size=16, epochs=1, verbose=0, binarize=mode, validation_split=0.5
+        ).history
+        half = 5 * se * math.sqrt(2)  # each half holds n / 2 examples
+        assert abs(logs["loss"][0] - binary) < half, (mode, logs)
+        assert abs(logs["val_loss"][0] - binary) < half, (mode, logs)
     ds = tf.data.Dataset.from_tensor_slices(x).batch(8)
-    with pytest.raises(ConfigError, match="`binarize` only with array data"):
+    with pytest.raises(ConfigError, match="`binarize` only where kvae feeds the arrays"):
         model.fit(ds, epochs=1, verbose=0, binarize="static")
+    with pytest.raises(ConfigError, match="binarise the arrays first"):
+        model.fit(x, epochs=1, verbose=0, binarize="static", class_weight={0: 1.0})
+    # Keras' rule: the last fraction is held out (before shuffling).
+    halves = np.concatenate([x[: n // 2], np.zeros_like(x[n // 2 :])])
+    logs = model.fit(halves, batch_size=16, epochs=1, verbose=0, validation_split=0.5).history
+    assert logs["loss"][0] == pytest.approx(grey, rel=1e-5)
+    assert logs["val_loss"][0] == pytest.approx(zeros, rel=1e-5)
+
+
+def test_unconditional_fit_refuses_labels_instead_of_ignoring_them():
+    """fit(x, labels) on an unconditional VAE trained on x alone and left the array path
+    (issue 22): refused now, before any step, with what to do. fit(x, x), the autoencoder
+    habit, still works; so does evaluate(x)."""
+    x, labels = _binary(32), np.arange(32) % 3
+    model = small_vae()
+    model.compile(steps_per_execution=1)
+    for call in (model.fit, model.evaluate):
+        with pytest.raises(DataError, match=r"no `y` for an unconditional VAE.*condition="):
+            call(x, labels, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+    model.fit(x, x, batch_size=16, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 2
 
 
 def test_iwae_training_loss_is_the_importance_weighted_bound():

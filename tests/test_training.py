@@ -88,3 +88,30 @@ def test_kvae_training_imports_no_model():
                 continue
             bad = [n for n in names if n in ("kvae.model", "kvae.saving", "kvae.export")]
             assert not bad, f"{path.name} imports {bad}: kvae.training must not import the model"
+
+
+def test_a_conditional_run_checks_its_classes_before_training(tmp_path):
+    """A conditional run learns the classes of its training labels. With max_train_examples
+    cutting the top class off (digits are ordered 0-9 repeating: 9 examples hold 0-8), the
+    run used to train fully and then fail on the test labels (issue 22): now it stops
+    before any run directory is made, naming the class and what to do."""
+    import pytest
+
+    from kvae.config import TrainConfig
+    from kvae.errors import DataError
+    from kvae.train import train
+
+    config = TrainConfig(
+        dataset="digits",
+        conditional=True,
+        epochs=1,
+        max_train_examples=9,
+        max_test_examples=40,
+        batch_size=9,
+        image_every=0,
+        projector=False,
+        validation="none",
+    )
+    with pytest.raises(DataError, match=r"test classes \[9\] not in the 9 training examples"):
+        train(config, str(tmp_path / "run"), verbose=0)
+    assert not (tmp_path / "run").exists()

@@ -42,8 +42,19 @@ def check_data(model, x, name="x"):
 
 
 def check_condition(model, x, y):
-    """A conditional model's ``y`` must match ``x`` (before any work); others ignore ``y``."""
-    if model.condition is not None and is_array(x):
+    """A conditional model's ``y`` must match ``x`` (before any work); an unconditional
+    model takes no ``y`` but ``x`` itself (``fit(x, x)``, the autoencoder habit)."""
+    if model.condition is None:
+        if y is not None and y is not x:
+            what = f"shape={tuple(y.shape)}" if hasattr(y, "shape") else type(y).__name__
+            raise DataError(
+                "Expected no `y` for an unconditional VAE (it reconstructs x; labels would "
+                f"be ignored). Received: y with {what}. Drop y, or make the model "
+                "conditional on it: kvae.VAE(condition=num_classes) for class labels, "
+                "condition={'dim': D} for vectors."
+            )
+        return
+    if is_array(x):
         model.condition.check(None if y is None else np.asarray(y), int(x.shape[0]))
 
 

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from kvae import _compile_mode
 from kvae.training.replicas import replicated
 
 __all__ = ["FUSED_MAX_BYTES", "fusable", "steps_per_call"]
@@ -27,13 +28,14 @@ def steps_per_call(steps, wanted):
 
 def fusable(model, steps, batch_size, x):
     """Whether ``fit`` on arrays runs ``steps`` steps per call in one XLA loop (see
-    :func:`kvae.training.fused.train_function`): XLA on, one device, not eager, steps > 1,
-    and the stacked batches of one call small."""
+    :func:`kvae.training.fused.train_function`): XLA on, no convolution layers (inside an
+    XLA loop they compile to slow code, ``kvae._compile_mode.fused_loop``), one device,
+    not eager, steps > 1, and the stacked batches of one call small."""
     size = steps * batch_size * int(np.prod(x.shape[1:])) * 4
     return (
         steps > 1
-        and bool(model.jit_compile)
         and not model.run_eagerly
+        and _compile_mode.fused_loop(model, bool(model.jit_compile))[0]
         and not replicated(model.distribute_strategy)
         and size <= FUSED_MAX_BYTES
     )

@@ -20,7 +20,7 @@ from kvae.distribute import per_replica_batch_size
 from kvae.errors import ConfigError
 from kvae.training import checks, fused
 from kvae.training import steps as _steps
-from kvae.training.arrays import fast_path_ok, is_array
+from kvae.training.arrays import fast_path_ok, is_array, split_validation
 from kvae.training.progress import add_truthful_progbar, step_callbacks
 from kvae.training.replicas import multi_worker, replicated
 from kvae.training.step_helpers import StepHelpers
@@ -53,25 +53,38 @@ class Trainer(StepHelpers):
         steps per epoch (:func:`kvae.training.steps.steps_per_call`), so that no compiled
         call runs across an epoch boundary. With XLA on one device the steps of each call
         then run in one XLA loop (:mod:`kvae.training.fused`; 1.2x-2x the steps per second of
-        Keras' own loop on CPU). ``binarize`` (None, ``"static"`` or ``"dynamic"``, array
-        data only) binarises the examples as ``make_dataset`` does.
+        Keras' own loop on CPU), except for models with convolutions, which XLA compiles
+        slowly inside a loop (``kvae._compile_mode.fused_loop``). ``binarize`` (None,
+        ``"static"`` or ``"dynamic"``, array data only) binarises the examples as
+        ``make_dataset`` does. ``validation_split`` holds out the last fraction of the
+        arrays, as Keras does (binarised once when ``binarize`` is set). An unconditional VAE
+        takes no ``y`` (labels are refused, not ignored).
         """
         self.check_data(x)
         self._check_condition(x, y)
         add_truthful_progbar(kwargs)
         conditional = self.condition is not None
+        if is_array(x) and kwargs.get("validation_split"):
+            x, y = split_validation(x, None if y is x else y, kwargs, binarize)
         if is_array(x) and fast_path_ok(x, y, kwargs, conditional):
             conditions = np.asarray(y) if conditional else None
             return self._fit_arrays(x, conditions, batch_size, epochs, binarize, kwargs)
         if binarize is not None:
+            why = (
+                "Keras' own array handling, which kvae leaves class_weight, steps_per_epoch "
+                "and a sample_weight other than one weight per example to, does not binarise: "
+                "binarise the arrays first (kvae.datasets.binarize_static)"
+                if is_array(x)
+                else "a tf.data pipeline binarises itself: kvae.datasets.make_dataset"
+            )
             raise ConfigError(
-                "Expected `binarize` only with array data (a tf.data pipeline binarises "
-                f"itself: kvae.datasets.make_dataset). Received: binarize={binarize!r}."
+                "Expected `binarize` only where kvae feeds the arrays itself "
+                f"({why}). Received: binarize={binarize!r} with {type(x).__name__} data."
             )
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, **kwargs)
 
     def _check_condition(self, x, y):
-        """A conditional model's y must match x (before any work); others ignore y."""
+        """A conditional model's y must match x (before any work); others take none."""
         checks.check_condition(self, x, y)
 
     def _fit_arrays(self, x, y, batch_size, epochs, binarize, kwargs):
