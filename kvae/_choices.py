@@ -12,6 +12,9 @@ KL_METHODS = ("auto", "analytic", "mc")
 BINARIZE = (None, "static", "dynamic")
 STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")
 ON_NAN = ("stop", "skip")
+# free bits: one floor on the whole KL, one per latent dimension (Kingma et al. 2016), one per
+# layer of a hierarchical model
+FREE_BITS_MODES = ("total", "dimension", "group")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = (None, "burda")
 # Estimators of log p(x) (kvae.evaluation; "auto" picks the best that applies).

@@ -29,6 +29,7 @@ from typing import Any
 from kvae._choices import (
     BINARIZE,
     DEFAULT_STEPS_PER_EXECUTION,
+    FREE_BITS_MODES,
     KL_METHODS,
     LR_SCHEDULES,
     OBJECTIVES,
@@ -79,7 +80,9 @@ class TrainConfig:
         to metrics.json after training; 0 = skip it, ``kvae evaluate`` computes it).
     Robustness and scale (used by kvae.checkpointing and kvae.distribute):
         strategy ("default", "mirrored", "multi-worker", "tpu"), resume, on_nan ("stop",
-        "skip"), free_bits (nats per latent dimension; 0 = off), checkpoint_every (epochs).
+        "skip"), free_bits (nats per latent dimension; 0 = off), free_bits_mode ("total": one floor
+        free_bits * latent_dim on the whole code's KL; "dimension": each dimension's KL floored
+        at free_bits, Kingma et al. 2016; "group": each layer of a hierarchical model), checkpoint_every (epochs).
     Conditioning:
         conditional: train a conditional VAE (``kvae.VAE(condition={"num_classes": C})``)
             on the data set's labels, C = the largest label + 1. TensorBoard then gets the
@@ -128,6 +131,7 @@ class TrainConfig:
     resume: bool = False
     on_nan: str = "stop"
     free_bits: float = 0.0
+    free_bits_mode: str = "total"
     checkpoint_every: int = 1
     conditional: bool = False
     lr_schedule: str | None = None
@@ -390,6 +394,7 @@ _CHECKS = {
     "resume": _bool,
     "on_nan": _choice(ON_NAN),
     "free_bits": _float(0.0),
+    "free_bits_mode": _choice(FREE_BITS_MODES),
     "checkpoint_every": _int(1),
 }
 

@@ -99,6 +99,18 @@ class _Chain(tfb.Bijector):
         m, s = self._inner(a)
         return self._join((a - self._loc) / self._scale, (b - m) / s)
 
+    def log_prob_groups(self, y):
+        """(log density of the first block, of the second given the first), in z's order
+        (for the posterior (log q(z1|x), log q(z2|z1)), for the prior (log p(z1|z2),
+        log p(z2))), for a standard normal base: they sum to ``log_prob(y)``."""
+        a, b = self._split(y)
+        m, s = self._inner(a)
+        scale = tf.broadcast_to(self._scale, tf.shape(a))
+        unit = tfd.Normal(tf.constant(0.0, a.dtype), tf.constant(1.0, a.dtype))
+        log_a = tf.reduce_sum(unit.log_prob((a - self._loc) / scale) - tf.math.log(scale), -1)
+        log_b = tf.reduce_sum(unit.log_prob((b - m) / s) - tf.math.log(s), -1)
+        return (log_a, log_b) if self._a_first else (log_b, log_a)
+
     def _inverse_log_det_jacobian(self, y):
         a, _ = self._split(y)
         _, s = self._inner(a)
@@ -111,6 +123,17 @@ class _HierarchicalDistribution(tfd.TransformedDistribution):
 
     def _mean(self, **kwargs):
         return self.bijector.forward(tf.zeros_like(self.distribution.mean()))
+
+    @property
+    def latent_groups(self):
+        """The sizes of the two layers in z's order, (z1_dim, z2_dim): the groups
+        ``free_bits_mode="group"`` floors (``kvae.objectives.kl_per_group``)."""
+        return tuple(self.bijector._sizes)
+
+    def log_prob_groups(self, z):
+        """The chain rule's two factors of ``log_prob(z)``, one per group of
+        :attr:`latent_groups`."""
+        return self.bijector.log_prob_groups(z)
 
 
 @keras.saving.register_keras_serializable(package="kvae")

@@ -33,7 +33,7 @@ import numbers
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from kvae._choices import KL_METHODS
+from kvae._choices import FREE_BITS_MODES, KL_METHODS
 from kvae.errors import ConfigError
 
 tfd = tfp.distributions
@@ -389,8 +389,6 @@ def iwae_from_chunks(log_weight_chunks):
 
 
 # ---------------------------------------------------------------------------- free bits
-
-FREE_BITS_MODES = ("total", "dimension", "group")
 
 
 def check_free_bits(free_bits, mode, objective):

@@ -277,8 +277,7 @@ def build_model(config, data_shape, steps_per_epoch=None, condition=None):
         kl=config.kl,
         seed=config.seed,
         free_bits=config.free_bits,
-        # TrainConfig.free_bits_mode comes with the config and CLI change (fitedges report).
-        free_bits_mode=getattr(config, "free_bits_mode", "total"),
+        free_bits_mode=config.free_bits_mode,
     )
     for slot in (s.name for s in SLOTS):
         kwargs[slot] = getattr(config, slot)

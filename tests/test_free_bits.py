@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import kvae
-from kvae import hierarchical, objectives
+from kvae import objectives
 from kvae.errors import ConfigError
 from kvae.heads.posteriors import DiagonalGaussian
 from kvae.priors import StandardNormal
@@ -174,10 +174,6 @@ def test_group_mode_trains_through_the_model():
     np.testing.assert_allclose(step(free_bits=1e-9, free_bits_mode="group"), step(), atol=1e-6)
 
 
-@pytest.mark.skipif(
-    not hasattr(hierarchical._HierarchicalDistribution, "log_prob_groups"),
-    reason="kvae.hierarchical's log_prob_groups (the change in fitedges' report) not merged",
-)
 def test_hierarchical_model_floors_z1_and_z2_separately():
     """The hierarchical q and p split into z1 and z2 (their chain-rule factors): group KLs
     add up to the Monte Carlo KL on the same z, and a group mode model trains."""

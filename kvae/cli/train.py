@@ -7,6 +7,7 @@ import click
 
 from kvae._choices import (
     BINARIZE,
+    FREE_BITS_MODES,
     KL_METHODS,
     LR_SCHEDULES,
     OBJECTIVES,
@@ -171,7 +172,21 @@ _OPTIONS = [
     ),
     (("--strategy",), "strategy", click.Choice(STRATEGIES), "tf.distribute strategy."),
     (("--on-nan",), "on_nan", click.Choice(ON_NAN), "What to do when the loss becomes NaN."),
-    (("--free-bits",), "free_bits", click.FloatRange(min=0), "Free bits per latent unit (nats)."),
+    (
+        ("--free-bits",),
+        "free_bits",
+        click.FloatRange(min=0),
+        "Free bits: nats of KL per latent dimension that cost no gradient (0: off); see "
+        "--free-bits-mode.",
+    ),
+    (
+        ("--free-bits-mode",),
+        "free_bits_mode",
+        click.Choice(FREE_BITS_MODES),
+        "Where the free-bits floor applies: total (the whole code's KL, floor free-bits x "
+        "latent dim), dimension (each dimension, Kingma et al. 2016) or group (each layer of "
+        "a hierarchical model).",
+    ),
     (
         ("--checkpoint-every",),
         "checkpoint_every",
