@@ -41,3 +41,17 @@ def positive_float(name, value):
     if not ok:
         raise ConfigError(f"Expected `{name}` to be a number > 0. Received: {name}={value!r}")
     return float(value)
+
+
+def activation(value, name="activation"):
+    """A Keras activation name or function, checked the way Keras will read it."""
+    import keras
+
+    try:
+        keras.activations.get(value)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"Expected `{name}` to be a Keras activation name such as 'relu' or 'leaky_relu'. "
+            f"Received: {name}={value!r}"
+        ) from None
+    return value

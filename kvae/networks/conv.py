@@ -27,6 +27,7 @@ import math
 
 import keras
 
+from kvae._checks import activation as activation_check
 from kvae._checks import positive_int, shape_tuple
 from kvae.errors import ConfigError
 
@@ -78,17 +79,6 @@ def _normalization(value):
             "Expected `normalization` to be None or 'batch' (batch normalisation after each "
             f"convolution). Received: normalization={value!r}"
         )
-    return value
-
-
-def _activation(value):
-    try:
-        keras.activations.get(value)
-    except (ValueError, TypeError):
-        raise ConfigError(
-            "Expected `activation` to be a Keras activation name such as 'relu' or "
-            f"'leaky_relu'. Received: activation={value!r}"
-        ) from None
     return value
 
 
@@ -146,7 +136,7 @@ class ConvEncoder(keras.layers.Layer):
         self.filters = _filters(filters, self.data_shape, mirrored=False)
         self.kernel_size = positive_int("kernel_size", kernel_size)
         self.dense = int(dense)
-        self.activation = _activation(activation)
+        self.activation = activation_check(activation)
         self.normalization = _normalization(normalization)
         self.convs = [
             layer
@@ -210,7 +200,7 @@ class ConvDecoder(keras.layers.Layer):
         self.data_shape = _image_shape(data_shape, "conv decoder")
         self.filters = _filters(filters, self.data_shape, mirrored=True)
         self.kernel_size = positive_int("kernel_size", kernel_size)
-        self.activation = _activation(activation)
+        self.activation = activation_check(activation)
         self.normalization = _normalization(normalization)
         self.base_filters = (
             None if base_filters is None else positive_int("base_filters", base_filters)

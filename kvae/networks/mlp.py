@@ -3,6 +3,7 @@
 
 import keras
 
+from kvae._checks import activation as activation_check
 from kvae._checks import positive_int, shape_tuple
 from kvae.errors import ConfigError
 
@@ -27,14 +28,7 @@ class _MLP(keras.layers.Layer):
         super().__init__(**kwargs)
         self.data_shape = shape_tuple("data_shape", data_shape)
         self.hidden = _hidden_sizes(hidden)
-        self.activation = activation
-        try:
-            keras.activations.get(activation)
-        except (ValueError, TypeError):
-            raise ConfigError(
-                f"Expected `activation` to be a Keras activation name such as 'relu'. "
-                f"Received: activation={activation!r}"
-            ) from None
+        self.activation = activation_check(activation)
         self.dense_layers = [
             keras.layers.Dense(h, activation=activation, name=f"dense_{i}")
             for i, h in enumerate(self.hidden)
