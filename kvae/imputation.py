@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from kvae.errors import ConfigError, DataError
 
-__all__ = ["Scores", "impute", "score"]
+__all__ = ["Scores", "impute", "score", "scores_frame"]
 
 _CONTINUOUS, _COUNT, _BINARY, _CATEGORICAL = range(4)
 
@@ -41,12 +41,7 @@ class Scores:
 
 
 def _check(model, x, num_samples):
-    head = model.likelihood_head
-    if not getattr(head, "handles_missing", False) or not hasattr(head, "schema"):
-        raise ConfigError(
-            "Expected a model of a table (the 'mixed' likelihood of kvae.tables). Received: "
-            f"a model with the {type(head).__name__} likelihood."
-        )
+    _head(model)
     x = np.asarray(x, np.float32)
     model.check_data(x)
     if not (isinstance(num_samples, int) and num_samples >= 2):
@@ -77,8 +72,53 @@ def _seed(seed, i):
     return tf.constant([int(seed), i], tf.int32)
 
 
-def score(model, x, num_samples=1000, seed=0, batch_size=64):
-    """:class:`Scores` of table rows ``x`` (coded, NaN where missing)."""
+def _rows(model, data, unknown):
+    """(coded rows, True) for a table (a DataFrame or a file path), (data, False) for
+    coded rows, read with the model's own schema."""
+    if isinstance(data, np.ndarray) or tf.is_tensor(data):
+        return data, False
+    from kvae.tables import read_table
+
+    schema = _head(model).schema
+    return read_table(data, schema, unknown=unknown)[0], True
+
+
+def _head(model):
+    head = model.likelihood_head
+    if not getattr(head, "handles_missing", False) or not hasattr(head, "schema"):
+        raise ConfigError(
+            "Expected a model of a table (the 'mixed' likelihood of kvae.tables). Received: "
+            f"a model with the {type(head).__name__} likelihood."
+        )
+    return head
+
+
+def score(model, data, num_samples=1000, seed=0, batch_size=64, unknown="error"):
+    """Anomaly scores of table rows: :class:`Scores` for coded rows (NaN where missing), a
+    DataFrame (:func:`scores_frame`) for a table (a DataFrame or a CSV/Parquet path, read
+    with the model's schema; ``unknown="missing"`` reads unseen levels as missing)."""
+    rows, is_table = _rows(model, data, unknown)
+    scores = _score_rows(model, rows, num_samples, seed, batch_size)
+    return scores_frame(scores, _head(model).schema.names) if is_table else scores
+
+
+def scores_frame(scores, names):
+    """:class:`Scores` as a DataFrame: ``log_px``, ``stderr``, ``top_column`` (the lowest
+    contribution) and one ``contribution:<column>`` per column."""
+    from kvae.tables.read import pandas
+
+    contributions = np.where(scores.contributions == 0, np.inf, scores.contributions)
+    columns = {
+        "log_px": scores.log_px,
+        "stderr": scores.stderr,
+        "top_column": [names[j] for j in np.argmin(contributions, axis=1)],
+    }
+    for j, name in enumerate(names):
+        columns[f"contribution:{name}"] = scores.contributions[:, j]
+    return pandas().DataFrame(columns)
+
+
+def _score_rows(model, x, num_samples, seed, batch_size):
     x = _check(model, x, num_samples)
     log_px, stderr, contributions = [], [], []
     for i, (a, b) in enumerate(_batches(len(x), batch_size)):
@@ -96,11 +136,25 @@ def score(model, x, num_samples=1000, seed=0, batch_size=64):
     )
 
 
-def impute(model, x, num_samples=1000, multiple=None, seed=0, batch_size=64):
-    """Table rows ``x`` (coded, NaN where missing) with their missing cells filled.
+def impute(model, data, num_samples=1000, multiple=None, seed=0, batch_size=64, unknown="error"):
+    """A table with its missing cells filled (observed cells kept as given).
 
-    Returns [rows, columns] (the MIWAE single imputation), or with ``multiple=M``
-    [M, rows, columns]: M draws from p(x_miss|x_obs). Observed cells are kept as given."""
+    ``data``: a table (a DataFrame or a CSV/Parquet path, read with the model's schema;
+    ``unknown="missing"`` reads unseen levels as missing) or coded rows [rows, columns]
+    (NaN where missing). Returns the MIWAE single imputation, or with ``multiple=M`` M
+    draws from p(x_miss|x_obs): a DataFrame in the data's units (a list of M) for a
+    table, an array [rows, columns] ([M, rows, columns]) for coded rows."""
+    rows, is_table = _rows(model, data, unknown)
+    filled = _impute_rows(model, rows, num_samples, multiple, seed, batch_size)
+    if not is_table:
+        return filled
+    from kvae.tables import to_frame
+
+    schema = _head(model).schema
+    return to_frame(schema, filled) if multiple is None else [to_frame(schema, f) for f in filled]
+
+
+def _impute_rows(model, x, num_samples, multiple, seed, batch_size):
     x = _check(model, x, num_samples)
     if multiple is not None and not (isinstance(multiple, int) and multiple >= 1):
         raise ConfigError(f"Expected multiple=None or an int >= 1. Received: {multiple!r}.")

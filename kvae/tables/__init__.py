@@ -23,7 +23,7 @@ from kvae.tables.encoder import TableEncoder
 from kvae.tables.head import MixedColumns, MixedLikelihood
 from kvae.tables.read import is_table_path
 from kvae.tables.schema import KINDS, Column, TableSchema
-from kvae.tables.train_data import components, train_arrays
+from kvae.tables.train_data import components, table_config, table_data
 
 __all__ = [
     "KINDS",
@@ -39,7 +39,8 @@ __all__ = [
     "read_table",
     "save_schema",
     "split_rows",
+    "table_config",
+    "table_data",
     "to_frame",
-    "train_arrays",
     "write_csv",
 ]

@@ -1,27 +1,69 @@
 """A table as a training run's data: ``kvae train --dataset patients.csv``.
 
-:func:`train_arrays` gives the run its arrays and the schema to write into it;
-:func:`components` the encoder and likelihood that read a table (the schema in their
-configs, so the saved model carries it too)."""
+Two functions for kvae.train (duck-typed on its config: ``dataset``, ``dataset_kwargs``,
+``seed``, the components' names and kwargs, ``replace``):
 
+- :func:`table_config`: before the model is built, the config with the table encoder and
+  the mixed likelihood, whose kwargs hold the resolved schema (inferred from the file, with
+  the overrides of ``dataset_kwargs``). config.json then carries the schema, and so does the
+  saved model: every later command (evaluate, resume, impute, score) reads rows with it.
+- :func:`table_data`: the run's arrays, read with the schema the config holds.
+
+``dataset_kwargs`` of a table: ``schema`` (a schema file's path), ``kinds`` ({column:
+kind}), ``test_fraction`` (the share of rows held out, default 0.1).
+"""
+
+from kvae.errors import ConfigError
 from kvae.tables.data import read_table, split_rows
+from kvae.tables.read import is_table_path
+from kvae.tables.schema import TableSchema
 
 TEST_FRACTION = 0.1
+HIDDEN = (128, 128)
+_OPTIONS = ("schema", "kinds", "test_fraction")
 
 
-def train_arrays(path, *, schema=None, kinds=None, test_fraction=TEST_FRACTION, seed=0):
-    """``(((x_train, None), (x_test, None)), schema)`` of the table at ``path``: coded float32
-    rows (NaN where missing), a random ``test_fraction`` of them held out, and the resolved
-    :class:`~kvae.tables.TableSchema`. ``schema``/``kinds``: overrides, as in
-    :func:`~kvae.tables.read_table`."""
-    x, resolved = read_table(path, schema, kinds=kinds)
-    x_train, x_test = split_rows(x, test_fraction, seed)
-    return ((x_train, None), (x_test, None)), resolved
+def _options(config):
+    kwargs = dict(config.dataset_kwargs or {})
+    unknown = sorted(set(kwargs) - set(_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"Expected dataset_kwargs of a table among {list(_OPTIONS)}. Received: {unknown}."
+        )
+    fraction = kwargs.get("test_fraction", TEST_FRACTION)
+    if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+        raise ConfigError(f"Expected 0 < test_fraction < 1. Received: test_fraction={fraction!r}.")
+    return kwargs.get("schema"), kwargs.get("kinds"), float(fraction)
 
 
-def components(schema, hidden=(128, 128)):
+def table_config(config):
+    """``config`` with the table components and the resolved schema when its data set is a
+    table file (a config that already holds them, a resumed run's, is kept); unchanged
+    otherwise."""
+    if not is_table_path(config.dataset):
+        return config
+    if config.likelihood == "mixed" and "schema" in (config.likelihood_kwargs or {}):
+        return config
+    schema_file, kinds, _ = _options(config)
+    _, schema = read_table(config.dataset, schema_file, kinds=kinds)
+    hidden = (config.encoder_kwargs or {}).get("hidden", HIDDEN)
+    return config.replace(**components(schema, hidden))
+
+
+def table_data(config):
+    """``((x_train, None), (x_test, None))`` of a table data set: the rows coded with the
+    config's schema (NaN where missing), a seeded random share of them held out."""
+    _, _, fraction = _options(config)
+    schema = TableSchema.from_dict(config.likelihood_kwargs["schema"])
+    x, _ = read_table(config.dataset, schema)
+    x_train, x_test = split_rows(x, fraction, config.seed)
+    return (x_train, None), (x_test, None)
+
+
+def components(schema, hidden=HIDDEN):
     """The VAE arguments that make a model of a table: the table encoder and the mixed
-    likelihood with ``schema``, MLP networks of widths ``hidden``."""
+    likelihood with ``schema``, MLP networks of widths ``hidden`` (mirrored in the
+    decoder)."""
     schema_dict = schema.to_dict()
     return {
         "encoder": "table",
