@@ -73,14 +73,13 @@ def _seed(seed, i):
 
 
 def _rows(model, data, unknown):
-    """(coded rows, True) for a table (a DataFrame or a file path), (data, False) for
-    coded rows, read with the model's own schema."""
+    """(coded rows, text cells) for a table (a DataFrame or a file path), read with the
+    model's own schema; (data, None) for coded rows."""
     if isinstance(data, np.ndarray) or tf.is_tensor(data):
-        return data, False
-    from kvae.tables import read_table
+        return data, None
+    from kvae.tables import read_with_schema
 
-    schema = _head(model).schema
-    return read_table(data, schema, unknown=unknown)[0], True
+    return read_with_schema(data, _head(model).schema, unknown)
 
 
 def _head(model):
@@ -97,9 +96,9 @@ def score(model, data, num_samples=1000, seed=0, batch_size=64, unknown="error")
     """Anomaly scores of table rows: :class:`Scores` for coded rows (NaN where missing), a
     DataFrame (:func:`scores_frame`) for a table (a DataFrame or a CSV/Parquet path, read
     with the model's schema; ``unknown="missing"`` reads unseen levels as missing)."""
-    rows, is_table = _rows(model, data, unknown)
+    rows, cells = _rows(model, data, unknown)
     scores = _score_rows(model, rows, num_samples, seed, batch_size)
-    return scores_frame(scores, _head(model).schema.names) if is_table else scores
+    return scores if cells is None else scores_frame(scores, _head(model).schema.names)
 
 
 def scores_frame(scores, names):
@@ -142,16 +141,19 @@ def impute(model, data, num_samples=1000, multiple=None, seed=0, batch_size=64, 
     ``data``: a table (a DataFrame or a CSV/Parquet path, read with the model's schema;
     ``unknown="missing"`` reads unseen levels as missing) or coded rows [rows, columns]
     (NaN where missing). Returns the MIWAE single imputation, or with ``multiple=M`` M
-    draws from p(x_miss|x_obs): a DataFrame in the data's units (a list of M) for a
-    table, an array [rows, columns] ([M, rows, columns]) for coded rows."""
-    rows, is_table = _rows(model, data, unknown)
+    draws from p(x_miss|x_obs): for a table a DataFrame (a list of M) with its observed
+    cells as they were written and the filled ones in the data's units; for coded rows an
+    array [rows, columns] ([M, rows, columns])."""
+    rows, cells = _rows(model, data, unknown)
     filled = _impute_rows(model, rows, num_samples, multiple, seed, batch_size)
-    if not is_table:
+    if cells is None:
         return filled
-    from kvae.tables import to_frame
+    from kvae.tables import filled_frame
 
     schema = _head(model).schema
-    return to_frame(schema, filled) if multiple is None else [to_frame(schema, f) for f in filled]
+    if multiple is None:
+        return filled_frame(schema, cells, filled)
+    return [filled_frame(schema, cells, f) for f in filled]
 
 
 def _impute_rows(model, x, num_samples, multiple, seed, batch_size):

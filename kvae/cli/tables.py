@@ -44,7 +44,7 @@ def _output(what):
 
 def _model_and_rows(run_dir, table, unknown):
     """The run's model and the table's coded rows, read with the run's schema."""
-    from kvae.tables import load_schema, read_table
+    from kvae.tables import load_schema, read_with_schema
     from kvae.train import load_run
 
     _, model = load_run(run_dir)
@@ -63,8 +63,8 @@ def _model_and_rows(run_dir, table, unknown):
             f"Expected the run's schema.json to be the model's schema. Received: they differ in "
             f"{run_dir!r}; was schema.json edited?"
         )
-    x, _ = read_table(table, schema, unknown=unknown)
-    return model, x, schema
+    x, cells = read_with_schema(table, schema, unknown)
+    return model, x, cells, schema
 
 
 @click.command(context_settings=_CONTEXT, short_help="Fill a table's missing cells.")
@@ -91,15 +91,15 @@ def impute(run_dir, table, output, num_samples, multiple, unknown, seed):
     mode of each categorical one. Observed cells are written as read."""
     check_writable(output, suffixes=(".csv",), what="filled table")
     from kvae import imputation
-    from kvae.tables import read, to_frame, write_csv
+    from kvae.tables import filled_frame, read, write_csv
 
-    model, x, schema = _model_and_rows(run_dir, table, unknown)
+    model, x, cells, schema = _model_and_rows(run_dir, table, unknown)
     filled = imputation.impute(model, x, num_samples, multiple=multiple, seed=seed)
     if multiple is None:
-        frame = to_frame(schema, filled)
+        frame = filled_frame(schema, cells, filled)
     else:
         pd = read.pandas()
-        parts = [to_frame(schema, f) for f in filled]
+        parts = [filled_frame(schema, cells, f) for f in filled]
         for m, part in enumerate(parts, start=1):
             part.insert(0, "imputation", m)
         frame = pd.concat(parts, ignore_index=True)
@@ -124,7 +124,7 @@ def score(run_dir, table, output, num_samples, unknown, seed):
     from kvae import imputation
     from kvae.tables import write_csv
 
-    model, x, schema = _model_and_rows(run_dir, table, unknown)
+    model, x, _, schema = _model_and_rows(run_dir, table, unknown)
     scores = imputation.score(model, x, num_samples, seed=seed)
     write_csv(imputation.scores_frame(scores, schema.names), output)
     click.echo(f"Wrote {output} ({len(x)} rows)")

@@ -11,9 +11,11 @@ pandas (and pyarrow for Parquet) is the ``tables`` extra: ``pip install "kvae[ta
 """
 
 from kvae.tables.data import (
+    filled_frame,
     load_overrides,
     load_schema,
     read_table,
+    read_with_schema,
     save_schema,
     split_rows,
     to_frame,
@@ -33,10 +35,12 @@ __all__ = [
     "TableEncoder",
     "TableSchema",
     "components",
+    "filled_frame",
     "is_table_path",
     "load_overrides",
     "load_schema",
     "read_table",
+    "read_with_schema",
     "save_schema",
     "split_rows",
     "table_config",

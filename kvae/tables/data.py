@@ -87,6 +87,25 @@ def to_frame(schema, x):
     return frame
 
 
+def filled_frame(schema, cells, filled):
+    """The table ``cells`` (as read: text) with its missing cells replaced by the coded
+    values ``filled`` [rows, columns] in the data's units: observed cells stay exactly as
+    they were written, in the schema's column order."""
+    pd = read.pandas()
+    decoded = schemas.decode(schema, filled)
+    out = {}
+    for name in schema.names:
+        out[name] = [d if c is None else c for c, d in zip(cells[name], decoded[name], strict=True)]
+    return pd.DataFrame(out, columns=schema.names)
+
+
+def read_with_schema(table, schema, unknown="error"):
+    """``(x, cells)``: a table read with a trained model's ``schema`` (its coded rows, NaN
+    where missing, and its text cells)."""
+    cells, source = read.read_cells(table)
+    return schemas.encode(schema, cells, source, unknown), cells
+
+
 def write_csv(frame, path):
     """A DataFrame as CSV at ``path``, atomically (a temporary file, then renamed)."""
     _files.check_writable(path, what="table")
