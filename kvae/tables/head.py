@@ -119,6 +119,23 @@ class MixedColumns(tfd.Distribution):
         )
         return tf.where(observed, terms, 0.0)
 
+    def column_distributions(self):
+        """Column j's own TFP distribution (batch shape = this one's), for checks and
+        plots: Normal, Poisson, Bernoulli or Categorical, on the schema's coding."""
+        out = []
+        for j, kind in enumerate(self._kinds):
+            first = self._params[..., j, 0]
+            if kind == CONTINUOUS:
+                out.append(tfd.Normal(first, self._scale[j]))
+            elif kind == COUNT:
+                out.append(tfd.Poisson(log_rate=self.log_rate()[..., j]))
+            elif kind == BINARY:
+                out.append(tfd.Bernoulli(logits=first, dtype=tf.float32))
+            else:
+                logits = self._params[..., j, : self._num_levels[j]]
+                out.append(tfd.Categorical(logits=logits, dtype=tf.float32))
+        return out
+
     def _log_prob(self, x):
         return tf.reduce_sum(self.column_log_prob(x), axis=-1)
 
