@@ -431,3 +431,91 @@ def test_tables_train_with_every_posterior_and_prior_family(posterior, prior):
     assert np.all(np.isfinite(scores.log_px))
     filled = imputation.impute(model, x[:8], num_samples=16)
     assert not np.isnan(filled).any()
+
+
+# ----- the command line ---------------------------------------------------------------------------
+def _kvae(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], prog_name="kvae")
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    """A run trained on a small CSV, made as `kvae train --dataset patients.csv` makes it."""
+    root = tmp_path_factory.mktemp("tables")
+    path = root / "patients.csv"
+    _patients(160).to_csv(path, index=False)
+    # validation="none": held-out rows with NaN reach make_dataset there only with the lead's
+    # kvae.train change (docs/tables.md); test_kvae_train_takes_a_csv runs the default.
+    config = kvae.config.TrainConfig(
+        dataset=str(path), epochs=3, batch_size=32, latent_dim=2, validation="none"
+    )
+    config = tables.table_config(config)
+    kvae.train.train(config, root / "run", data=tables.table_data(config), verbose=0)
+    return root, path
+
+
+def test_impute_and_score_end_to_end(table_run):
+    root, path = table_run
+    original = pd.read_csv(path, dtype=str, keep_default_na=False)
+    out = _kvae("impute", root / "run", path, "-o", root / "filled.csv", "-k", 50)
+    assert out.exit_code == 0, out.output
+    filled = pd.read_csv(root / "filled.csv", dtype=str, keep_default_na=False)
+    assert list(filled.columns) == list(original.columns)
+    assert len(filled) == len(original) and (filled != "").all().all()
+    observed = original != ""
+    assert (filled[observed] == original[observed]).sum().sum() == observed.sum().sum()
+    assert set(filled["blood"]) <= {"A", "B", "AB", "O"} and set(filled["smoker"]) <= {"yes", "no"}
+    assert all(v.isdigit() for v in filled["visits"])  # counts stay whole numbers
+    out = _kvae("impute", root / "run", path, "-o", root / "multi.csv", "-k", 50, "-m", 3)
+    assert out.exit_code == 0, out.output
+    multi = pd.read_csv(root / "multi.csv")
+    assert list(multi.columns) == ["imputation", *original.columns] and len(multi) == 3 * len(
+        original
+    )
+    out = _kvae("score", root / "run", path, "-o", root / "scores.csv", "-k", 50)
+    assert out.exit_code == 0, out.output
+    scores = pd.read_csv(root / "scores.csv")
+    assert list(scores.columns[:3]) == ["log_px", "stderr", "top_column"]
+    assert [c.split(":", 1)[1] for c in scores.columns[3:]] == list(original.columns)
+    assert np.isfinite(scores["log_px"]).all() and (scores["stderr"] >= 0).all()
+    assert set(scores["top_column"]) <= set(original.columns)
+
+
+def test_bad_rows_fail_before_any_work_and_write_nothing(table_run, tmp_path):
+    root, _ = table_run
+    bad = _csv(tmp_path, "age,visits,smoker,blood\n50,2,yes,A\n51,1,no,Z\n")
+    out = _kvae("score", root / "run", bad, "-o", tmp_path / "scores.csv")
+    assert out.exit_code == 1
+    assert "'blood'" in out.output and "'Z' in row 2" in out.output and bad in out.output
+    assert list(tmp_path.iterdir()) == [tmp_path / "t.csv"]  # no output, no temporary file
+    out = _kvae("score", root / "run", bad, "-o", tmp_path / "scores.csv", "--unknown", "missing")
+    assert out.exit_code == 0, out.output
+    extra = _csv(tmp_path, "age,visits,smoker,blood,height\n50,2,yes,A,170\n", "extra.csv")
+    out = _kvae("impute", root / "run", extra, "-o", tmp_path / "filled.csv")
+    assert out.exit_code == 1 and "unexpected ['height']" in out.output
+    assert not (tmp_path / "filled.csv").exists()
+
+
+@pytest.mark.skipif(
+    "table_config" not in inspect.getsource(kvae.train),
+    reason="kvae.train does not read tables yet (the lead applies kvae.tables' train hook)",
+)
+def test_kvae_train_takes_a_csv(tmp_path):
+    path = tmp_path / "patients.csv"
+    _patients(100).to_csv(path, index=False)
+    out = _kvae(
+        "train",
+        "--dataset",
+        path,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--run-dir",
+        tmp_path / "run",
+    )
+    assert out.exit_code == 0, out.output
+    schema = tables.load_schema(tmp_path / "run")
+    assert schema.kinds == ["continuous", "count", "binary", "categorical"]
+    out = _kvae("impute", tmp_path / "run", path, "-o", tmp_path / "filled.csv", "-k", 10)
+    assert out.exit_code == 0, out.output

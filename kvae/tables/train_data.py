@@ -47,8 +47,8 @@ def table_config(config):
     schema_file, kinds, _ = _options(config)
     _, schema = read_table(config.dataset, schema_file, kinds=kinds)
     hidden = (config.encoder_kwargs or {}).get("hidden", HIDDEN)
-    # A table is no picture: no TensorBoard images of its rows.
-    return config.replace(**components(schema, hidden), image_every=0)
+    # A table is no picture: no TensorBoard images of its rows, nor projector sprites.
+    return config.replace(**components(schema, hidden), image_every=0, projector=False)
 
 
 def table_data(config):
