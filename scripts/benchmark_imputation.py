@@ -88,7 +88,7 @@ def errors(truth, filled, holes, categorical):
     cont = [j for j, c in enumerate(truth.columns) if c not in categorical]
     cat = [j for j, c in enumerate(truth.columns) if c in categorical]
     t = truth.to_numpy(float)
-    mean, sd = t.mean(0), t.std(0)
+    sd = t.std(0)
     sd[sd == 0] = 1
     rmse = err = float("nan")
     if cont:
@@ -256,6 +256,11 @@ def anomaly_check(seed, steps, shift=5.0):
     }
 
 
+def _cell(mean_sd, digits):
+    mean, sd = mean_sd
+    return "-" if math.isnan(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
 def _markdown(results):
     lines = [
         "| table | method | RMSE (std. continuous) | error rate (categorical) | seconds |",
@@ -263,15 +268,10 @@ def _markdown(results):
     ]
     for name, table in results.items():
         for method, m in table["methods"].items():
-
-            def cell(key, digits=3):
-                mean, sd = m[key]
-                return "-" if math.isnan(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-            lines.append(
-                f"| {name} | {method} | {cell('rmse')} | {cell('error_rate')} | "
-                f"{cell('seconds', 1)} |"
+            rmse, err, secs = (
+                _cell(m[key], d) for key, d in (("rmse", 3), ("error_rate", 3), ("seconds", 1))
             )
+            lines.append(f"| {name} | {method} | {rmse} | {err} | {secs} |")
     return "\n".join(lines)
 
 
