@@ -228,6 +228,16 @@ class MixedLikelihood(LikelihoodHead):
     def mean(self, params):
         return self.distribution(params).mean()
 
+    def column_support(self, j):
+        """The values column ``j`` takes, for kvae.testing's normalisation check: its level
+        codes, 0/1, or the counts 0..9999 (a Poisson's mass beyond them is below float32's
+        resolution for any rate under 9,000); None for a continuous (Gaussian) column."""
+        kind = self.kinds[j]
+        if kind == CONTINUOUS:
+            return None
+        size = {COUNT: 10000, BINARY: 2}.get(kind, self.num_levels[j])
+        return np.arange(size, dtype=np.float32)
+
     def check_data(self, x, name="x"):
         """Each observed value must be a code of its column: 0/1, a level index, a count."""
         x = np.asarray(x, np.float64)
