@@ -88,6 +88,18 @@ def test_kinds_are_inferred_and_the_schema_round_trips(tmp_path):
     assert tables.load_schema(tmp_path) == schema
 
 
+def test_load_split_holds_out_a_seeded_share_of_the_rows(tmp_path):
+    path = tmp_path / "p.csv"
+    _patients(50).to_csv(path, index=False)
+    ((x_train, y_train), (x_test, y_test)), schema = tables.load_split(str(path), seed=3)
+    assert (len(x_train), len(x_test)) == (45, 5) and y_train is None and y_test is None
+    again = tables.load_split(str(path), schema, seed=3)[0]
+    np.testing.assert_array_equal(again[1][0], x_test)
+    whole, _ = tables.read_table(str(path), schema)
+    rows = {tuple(np.nan_to_num(r, nan=-9)) for r in whole}
+    assert {tuple(np.nan_to_num(r, nan=-9)) for r in np.concatenate([x_train, x_test])} == rows
+
+
 def test_a_schema_file_or_option_overrides_the_inferred_kinds(tmp_path):
     path = _csv(tmp_path, "a,b\n1,x\n2,y\n3,x\n4,z\n5,y\n")
     _, inferred = tables.read_table(path)

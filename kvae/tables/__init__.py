@@ -25,7 +25,7 @@ from kvae.tables.encoder import TableEncoder
 from kvae.tables.head import MixedColumns, MixedLikelihood
 from kvae.tables.read import is_table_path
 from kvae.tables.schema import KINDS, Column, TableSchema
-from kvae.tables.train_data import components, table_config, table_data
+from kvae.tables.train_data import components, load_split, table_config, table_data
 
 __all__ = [
     "KINDS",
@@ -39,6 +39,7 @@ __all__ = [
     "is_table_path",
     "load_overrides",
     "load_schema",
+    "load_split",
     "read_table",
     "read_with_schema",
     "save_schema",

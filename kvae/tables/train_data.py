@@ -56,9 +56,17 @@ def table_data(config):
     config's schema (NaN where missing), a seeded random share of them held out."""
     _, _, fraction = _options(config)
     schema = TableSchema.from_dict(config.likelihood_kwargs["schema"])
-    x, _ = read_table(config.dataset, schema)
-    x_train, x_test = split_rows(x, fraction, config.seed)
-    return (x_train, None), (x_test, None)
+    return load_split(config.dataset, schema, test_fraction=fraction, seed=config.seed)[0]
+
+
+def load_split(path, schema=None, *, kinds=None, test_fraction=TEST_FRACTION, seed=0):
+    """``(((x_train, None), (x_test, None)), schema)``: a table file's coded rows (NaN where
+    missing), a seeded random ``test_fraction`` of them held out, and the schema they were
+    read with (``schema`` and ``kinds`` as in :func:`~kvae.tables.read_table`). The form
+    of ``kvae.datasets.load``'s answer, plus the schema."""
+    x, resolved = read_table(path, schema, kinds=kinds)
+    x_train, x_test = split_rows(x, test_fraction, seed)
+    return ((x_train, None), (x_test, None)), resolved
 
 
 def components(schema, hidden=HIDDEN):
