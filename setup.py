@@ -17,6 +17,7 @@ ENTRY_POINTS = {
     "kvae.encoders": [
         "mlp = kvae.networks.mlp:MLPEncoder",
         "conv = kvae.networks.conv:ConvEncoder",
+        "table = kvae.tables.encoder:TableEncoder",
     ],
     "kvae.decoders": [
         "mlp = kvae.networks.mlp:MLPDecoder",
@@ -33,6 +34,7 @@ ENTRY_POINTS = {
         "continuous-bernoulli = kvae.heads.likelihoods:ContinuousBernoulli",
         "gaussian = kvae.heads.likelihoods:Gaussian",
         "discretized-logistic = kvae.heads.likelihoods:DiscretizedLogistic",
+        "mixed = kvae.tables.head:MixedLikelihood",
     ],
     "kvae.priors": [
         "standard-normal = kvae.priors:StandardNormal",
@@ -88,6 +90,11 @@ setup(
             # optional layers in a layers contract with containers): written against 2.17.
             "import-linter>=2.17",
         ],
+        # Tables (kvae.tables, `kvae train --dataset my.csv`, `kvae impute`, `kvae score`):
+        # pandas reads CSV, pyarrow Parquet. Optional: image users never need them.
+        "tables": ["pandas>=2.0", "pyarrow>=14"],
+        # scripts/benchmark_imputation.py: its mixed-type table is one that statsmodels bundles.
+        "bench": ["statsmodels>=0.14", "pandas>=2.0"],
         # The documentation site (tox -e docs): Sphinx with autodoc, MyST for the markdown
         # pages, the furo theme, sphinx-gallery for the tutorial it runs at every build.
         "docs": ["sphinx>=8.1", "furo>=2024.8.6", "myst-parser>=4", "sphinx-gallery>=0.17"],

@@ -450,6 +450,12 @@ class VAE(Trainer, keras.Model):
         result = evaluation.log_likelihood(self, x, method=method or "iwae", y=y, **options)
         return result if method or return_stderr else result.estimate
 
+    def impute(self, table, num_samples=1000, multiple=None, seed=0):
+        """A table's missing cells filled (a model of a table): :func:`kvae.imputation.impute`."""
+        from kvae import imputation
+
+        return imputation.impute(self, table, num_samples, multiple=multiple, seed=seed)
+
     # ----- saving -----------------------------------------------------------------------
     def export(
         self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs

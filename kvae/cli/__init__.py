@@ -29,6 +29,7 @@ _COMMANDS = {
     "interpolate": "kvae.cli.run:interpolate",
     "encode": "kvae.cli.run:encode",
     "plot": "kvae.cli.run:plot",
+    **{name: f"kvae.cli.tables:{name}" for name in ("impute", "score")},
 }
 _PLUGINS_MODULE = "kvae.cli.plugins"
 

@@ -10,8 +10,9 @@ import numpy as np
 from kvae.errors import DataError
 
 
-def to_float(x, name):
-    """``x`` as float32 with the dtype rules of the module docstring; shape unchanged."""
+def to_float(x, name, missing=False):
+    """``x`` as float32 with the dtype rules of the module docstring; shape unchanged.
+    NaN (a missing value) is refused unless ``missing``; infinities always."""
     x = np.asarray(x)
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / np.float32(256)
@@ -19,10 +20,11 @@ def to_float(x, name):
         x = x.astype(np.float32)
     elif np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float32, copy=False)
-        if not np.isfinite(x).all():
+        finite = np.isfinite(x) | (np.isnan(x) if missing else False)
+        if not finite.all():
             raise DataError(
                 f"Expected `{name}` to hold finite values. Received: {name} with "
-                f"{int(np.size(x) - np.isfinite(x).sum())} NaN or inf values. "
+                f"{int(np.size(x) - finite.sum())} NaN or inf values. "
                 "Remove or replace them before training."
             )
     else:

@@ -87,6 +87,7 @@ def make_dataset(
     in_graph=False,
     prefetch=2,
     y=None,
+    missing=False,
 ):
     """A ``tf.data.Dataset`` of float32 batches of ``x``, prefetched.
 
@@ -112,6 +113,8 @@ def make_dataset(
         y: optional conditions of the examples (a conditional VAE's class labels or
             vectors), shape (n, ...): each batch carries the rows of ``y`` that match its
             rows of ``x``. Integer labels keep their dtype, other numbers become float32.
+        missing: allow NaN in ``x`` as missing values (a table's, for a model whose
+            likelihood leaves them out: kvae.tables); refused otherwise.
 
     Returns:
         A ``tf.data.Dataset`` yielding float32 tensors of shape (batch, ...), or
@@ -129,7 +132,7 @@ def make_dataset(
         seed = _check_int("seed", seed, minimum=0)
     if pad and drop_remainder:
         raise ConfigError("Expected at most one of `pad` and `drop_remainder`. Received: both.")
-    x = to_float(x, "x")
+    x = to_float(x, "x", missing=missing)
     if x.ndim == 0 or len(x) == 0:
         raise DataError(f"Expected `x` of shape (n, ...) with n >= 1. Received: x.shape={x.shape}")
     n = len(x)

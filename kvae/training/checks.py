@@ -1,7 +1,11 @@
 """Data checked against a model before any step runs: the shape of one example, real and
 finite values, the likelihood's range (``model.likelihood_head.check_data``), and a
 conditional model's ``y``. Duck-typed: the model gives ``data_shape``, ``likelihood_head``
-and ``condition``."""
+and ``condition``.
+
+NaN marks a missing value, allowed only when the model's likelihood head declares
+``handles_missing = True`` (it leaves missing entries out of ``log_prob``, as kvae.tables'
+mixed head does) and its encoder does too (it reads the mask); infinities never."""
 
 import numpy as np
 import tensorflow as tf
@@ -9,7 +13,7 @@ import tensorflow as tf
 from kvae.errors import DataError
 from kvae.training.arrays import is_array
 
-__all__ = ["check_condition", "check_data"]
+__all__ = ["check_condition", "check_data", "handles_missing"]
 
 
 def check_data(model, x, name="x"):
@@ -73,10 +77,23 @@ def _check_shape(model, shape, name):
 def _check_values(model, arr, name):
     if arr.size == 0:
         raise DataError(f"Expected at least one example in {name}. Received: {arr.shape}.")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    finite = np.isfinite(arr)
+    if handles_missing(model):
+        finite |= np.isnan(arr)
+    if not np.all(finite):
+        bad = int(np.size(arr) - np.count_nonzero(finite))
         raise DataError(
             f"Expected finite values in {name}. Received: {bad} NaN or infinite values. "
-            f"Clean or impute the data before training."
+            f"Clean or impute the data before training, or, for a table with missing "
+            f"values, use kvae.tables (a likelihood that handles missing values)."
         )
     model.likelihood_head.check_data(arr, name)
+
+
+def handles_missing(model):
+    """True when both the likelihood head and the encoder declare they handle NaN (missing
+    values: the encoder reads the mask, the head leaves them out of ``log_prob``)."""
+    return all(
+        getattr(part, "handles_missing", False) is True
+        for part in (model.likelihood_head, model.encoder)
+    )

@@ -126,6 +126,7 @@ class Trainer(StepHelpers):
             in_graph=replicated(self.distribute_strategy),
             prefetch=prefetch_for(per_call or 2, batch_size, x.shape[1:]),
             y=y,
+            missing=checks.handles_missing(self),
         )
 
     def _set_steps_per_execution(self, value):
