@@ -53,7 +53,9 @@ class TrainConfig:
     Data:
         dataset: a registered data set name (``kvae.datasets.names()``), a path to an .npz, a
             folder of images or a TFRecord path or glob (streamed: see
-            ``kvae.datasets.image_dataset``, whose options go in ``dataset_kwargs``).
+            ``kvae.datasets.image_dataset``, whose options go in ``dataset_kwargs``), or a
+            table (.csv, .tsv, .parquet: ``kvae.tables``; its ``dataset_kwargs`` are
+            schema, kinds and test_fraction).
         dataset_kwargs: extra arguments of the data set's loader.
         image_size: [height, width] the images of a folder or TFRecord data set are resized
             to (None: keep their one size); an int or "HxW" is accepted and stored as the pair.

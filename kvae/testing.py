@@ -339,15 +339,25 @@ def check_likelihood(
 
 def _check_normalised(what, layer, params):
     """Probabilities over the support sum to 1 (discrete), or the density integrates to 1,
-    for each dimension of each example (the per-dimension distribution under Independent)."""
+    for each dimension of each example (the per-dimension distribution under Independent).
+    A head of mixed families (a table's) gives each column's own distribution and support
+    (``column_distributions()``, ``column_support(j)``): each column is checked alone."""
     p = layer.distribution(params)
+    columns = getattr(p, "column_distributions", None)
+    if callable(columns):
+        for j, column in enumerate(columns()):
+            _check_total(f"{what}, column {j}", column, layer.column_support(j), None, lambda v: v)
+        return
     per_dim = getattr(p, "distribution", p)  # tfd.Independent -> the per-dimension one
+    _check_total(what, per_dim, layer.support(), layer.data_range, layer.prepare)
+
+
+def _check_total(what, per_dim, support, data_range, prepare):
     shape = tuple(per_dim.batch_shape)
-    support = layer.support()
     if support is not None:
         values = np.asarray(support, np.float32)
         grid = values.reshape((-1,) + (1,) * len(shape))
-        lp = per_dim.log_prob(layer.prepare(tf.constant(grid) + tf.zeros(shape)))
+        lp = per_dim.log_prob(prepare(tf.constant(grid) + tf.zeros(shape)))
         total = np.exp(np.asarray(lp, np.float64)).sum(axis=0)
         # Each of the len(values) float32 probabilities carries a relative rounding of
         # ~1e-7 (more through log/exp): 1e-4 is far above it, far below a missing bin.
@@ -355,8 +365,8 @@ def _check_normalised(what, layer, params):
         tol = 1e-4
     else:
         n = 4000  # midpoint rule: error ~ (width / n)^2 * max|p''| / 24, below 1e-4 here
-        if layer.data_range is not None:
-            low, high = layer.data_range
+        if data_range is not None:
+            low, high = data_range
             t = (np.arange(n) + 0.5) / n
             grid = (low + (high - low) * t).astype(np.float32)
             width = np.full(shape, high - low, np.float64)
@@ -366,7 +376,7 @@ def _check_normalised(what, layer, params):
             t = (np.arange(n) + 0.5) / n * 24 - 12
             points = (mean + std * t.reshape((-1,) + (1,) * len(shape))).astype(np.float32)
             width = 24 * std.astype(np.float64)
-        lp = per_dim.log_prob(layer.prepare(tf.constant(points)))
+        lp = per_dim.log_prob(prepare(tf.constant(points)))
         total = np.exp(np.asarray(lp, np.float64)).mean(axis=0) * width
         label = "its density's integral"
         tol = 1e-3

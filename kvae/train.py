@@ -158,10 +158,12 @@ def load_data(config, data=None):
     """The arrays of a run as :class:`Data`: loaded by name (or taken from ``data``, a
     ``((x_train, y_train), (x_test, y_test))`` pair), limited, split and binarised as the
     config says."""
-    from kvae import datasets
+    from kvae import datasets, tables
     from kvae.datasets.pipeline import binarize_static, check_unit_interval
 
-    if data is None:
+    if data is None and tables.is_table_path(config.dataset):
+        data = tables.table_data(config)
+    elif data is None:
         data = datasets.load(config.dataset, **config.dataset_kwargs)
     try:
         (x_train, y_train), (x_test, y_test) = data
@@ -521,15 +523,18 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
 
 # ----- train's steps, in order ---------------------------------------------------------------
 def _with_dataset_path(config, data):
-    """The config with its data set resolved to an absolute path when it names a file."""
+    """The config with its data set resolved to an absolute path when it names a file, and
+    for a table file its schema and the table components (kvae.tables)."""
+    from kvae import tables
     from kvae.datasets.sources import is_streamed
 
     ds = config.dataset
-    if data is None and (ds.endswith(".npz") or os.sep in ds) and os.path.exists(ds):
-        return config.replace(dataset=os.path.abspath(ds))
-    if data is None and "://" not in ds and is_streamed(ds):  # a folder, a TFRecord glob
-        return config.replace(dataset=os.path.abspath(ds))
-    return config
+    named = ds.endswith(".npz") or tables.is_table_path(ds) or os.sep in ds
+    if data is None and named and os.path.exists(ds):
+        config = config.replace(dataset=os.path.abspath(ds))
+    elif data is None and "://" not in ds and is_streamed(ds):  # a folder, a TFRecord glob
+        config = config.replace(dataset=os.path.abspath(ds))
+    return config if data is not None else tables.table_config(config)
 
 
 def _checked_data(config, data, strategy):
@@ -568,6 +573,11 @@ def _start_run_dir(run_dir, config, model):
     """Make the run directory: its folders, config.json, and run.json saying "running"."""
     _make_run_dir(run_dir)
     _files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
+    schema = getattr(model.likelihood_head, "schema", None)
+    if schema is not None:  # a table's: kvae impute and kvae score read new rows with it
+        from kvae.tables import save_schema
+
+        save_schema(schema, run_dir)
     _write_run_file(
         run_dir,
         status="running",
@@ -673,13 +683,15 @@ def _is_conditional(model):
 def _validation_dataset(config, model, arrays):
     """The held-out data as a dataset (None without validation)."""
     from kvae.datasets import make_dataset
+    from kvae.training.checks import handles_missing
 
     if _is_streamed(arrays):
         return arrays.validation  # the test stream, or None
     if arrays.x_val is None:
         return None
     val_y = arrays.y_val if _is_conditional(model) else None
-    return make_dataset(arrays.x_val, config.batch_size, shuffle=False, y=val_y)
+    missing = handles_missing(model)  # a table's NaN (missing values)
+    return make_dataset(arrays.x_val, config.batch_size, shuffle=False, y=val_y, missing=missing)
 
 
 def _tensorboard(config, model, arrays, run_dir, out):

@@ -17,7 +17,17 @@ from PIL import Image
 
 from kvae.cli import main
 
-COMMANDS = ["train", "evaluate", "sample", "reconstruct", "interpolate", "encode", "plot"]
+COMMANDS = [
+    "train",
+    "evaluate",
+    "sample",
+    "reconstruct",
+    "interpolate",
+    "encode",
+    "plot",
+    "impute",
+    "score",
+]
 TINY = [
     "--dataset",
     "digits",

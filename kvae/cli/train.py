@@ -72,7 +72,8 @@ _OPTIONS = [
         "dataset",
         str,
         "Data set name (kvae plugins list), .npz path, folder of images (class sub-folders "
-        "are labels) or TFRecord path/glob; folders and TFRecords are streamed from disk.",
+        "are labels), TFRecord path/glob (folders and TFRecords are streamed from disk), or "
+        "a table (.csv, .tsv, .parquet; needs kvae[tables]).",
     ),
     (("--dataset-kwargs",), "dataset_kwargs", _JSONObject(), "Data set loader arguments (JSON)."),
     (

@@ -77,6 +77,12 @@ def load(name_or_path, **kwargs):
             "Expected a data set name or a path to an .npz file. "
             f"Received: name_or_path={name_or_path!r} of type {type(name_or_path).__name__}."
         )
+    from kvae.tables.read import is_table_path
+
+    if is_table_path(name_or_path):  # a CSV, TSV or Parquet table: kvae.tables reads it
+        from kvae.tables import load_split
+
+        return load_split(name_or_path, **kwargs)[0]
     if _looks_like_path(name_or_path):
         return load_npz(name_or_path, **kwargs)
     try:
