@@ -61,11 +61,19 @@ def test_encoders_with_flow_posterior():
 
 def test_every_builtin_is_covered():
     """A new built-in must be added to the checks above."""
+    # The table encoder and the mixed likelihood need a table's schema: tests/test_tables.py
+    # runs kvae.testing's checks on them (values against each column family's TFP law).
     covered = {
-        "encoders": {"mlp", "conv"},
+        "encoders": {"mlp", "conv", "table"},
         "decoders": {"mlp", "conv"},
         "posteriors": {"gaussian", "full-gaussian", "iaf", "hierarchical"},
-        "likelihoods": {"bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic"},
+        "likelihoods": {
+            "bernoulli",
+            "continuous-bernoulli",
+            "gaussian",
+            "discretized-logistic",
+            "mixed",
+        },
         "priors": {"standard-normal", "mixture", "vamp", "hierarchical"},
     }
     for group, names in covered.items():
