@@ -25,6 +25,34 @@ def _model(**kwargs):
     return kvae.VAE(data_shape=(8, 8, 1), latent_dim=2, seed=0, **kwargs)
 
 
+def _grid_log_px_and_elbo(model, x, y, half=8.0, points=161):
+    """log p(x|y) and ELBO(q(z|x,y)) per example by the midpoint rule on a square grid of
+    the 2-D latent, and the resolution check |log p(x|y) - the same sum on every other
+    point| (its largest over the examples, nats)."""
+    import tensorflow as tf
+    from scipy.special import logsumexp
+
+    t = np.linspace(-half, half, points)
+    z = np.stack(np.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2).astype("float32")
+    log_cell = 2 * np.log(t[1] - t[0])
+    log_prior = np.asarray(model.prior_distribution().log_prob(z), np.float64)
+    q = model.encode(x, y)
+    lj, lq = [], []
+    for i in range(len(x)):
+        decoded = model.decode(z, np.repeat(y[i : i + 1], len(z)))
+        xi = np.repeat(x[i : i + 1], len(z), axis=0)
+        lj.append(np.asarray(decoded.log_prob(xi), np.float64) + log_prior)
+        lq.append(np.asarray(q.log_prob(tf.constant(z[:, None, :])), np.float64)[:, i])
+    lj, lq = np.array(lj), np.array(lq)  # (n, G)
+    log_px = logsumexp(lj, axis=1) + log_cell
+    coarse = lj.reshape(len(x), points, points)[:, ::2, ::2].reshape(len(x), -1)
+    resolution = np.abs(logsumexp(coarse, axis=1) + log_cell + 2 * np.log(2) - log_px).max()
+    qw = np.exp(lq + log_cell)
+    assert np.allclose(qw.sum(axis=1), 1.0, atol=1e-3)  # q's mass is on the grid
+    elbo = np.sum(qw * (lj - lq), axis=1)
+    return log_px, elbo, float(resolution)
+
+
 @pytest.mark.parametrize(
     "encoder, decoder, posterior",
     [("mlp", "mlp", "gaussian"), ("conv", "conv", "iaf"), ("mlp", "conv", "full-gaussian")],
@@ -54,10 +82,23 @@ def test_fit_sample_evaluate_log_likelihood_and_reload(digits, tmp_path):
     assert s.shape == (5, 8, 8, 1)
     assert not np.allclose(s, model.sample(5, y=7, seed=1))  # the class changes the samples
     ll = model.log_likelihood(x[:50], y=y[:50], num_samples=20, seed=0)
-    wrong = model.log_likelihood(x[:50], y=(y[:50] + 5) % 10, num_samples=20, seed=0)
     assert ll.shape == (50,) and np.all(np.isfinite(ll))
-    # After training, log p(x|y) is higher for the true label than for a wrong one.
-    assert ll.mean() > wrong.mean()
+    # After training, log p(x|y) is higher for the true label than for a wrong one. Both
+    # IWAE means are sandwiched, two-sided, between the ELBO and log p(x|y) computed by a
+    # grid quadrature over the 2-D latent (independent of kvae's estimators), with 4 Monte
+    # Carlo standard errors of the mean plus the grid's resolution check as slack.
+    exact = {}
+    for name, labels in (("true", y[:20]), ("wrong", (y[:20] + 5) % 10)):
+        est = model.log_likelihood(x[:20], y=labels, num_samples=20, seed=0, return_stderr=True)
+        log_px, elbo, resolution = _grid_log_px_and_elbo(model, x[:20], labels)
+        slack = 4 * est.mean_mc_stderr() + resolution
+        assert elbo.mean() - slack <= est.mean() <= log_px.mean() + slack, name
+        exact[name] = (log_px, est)
+    d = exact["true"][0] - exact["wrong"][0]
+    assert d.mean() > 2.0  # the true label explains x better (4 nats here), exactly
+    est_d = exact["true"][1].estimate - exact["wrong"][1].estimate
+    se_d = np.hypot(exact["true"][1].mean_mc_stderr(), exact["wrong"][1].mean_mc_stderr())
+    assert est_d.mean() > 4 * se_d
     scores = model.evaluate(x[:100], y[:100], return_dict=True, verbose=0)
     assert np.isfinite(scores["elbo"])
     path = os.path.join(tmp_path, "c.keras")

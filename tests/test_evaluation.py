@@ -79,8 +79,16 @@ def test_evaluate_summary(digits):
     assert m["log_likelihood_num_samples"] == 50 and m["log_likelihood_stderr"] > 0
     assert len(m["kl_per_dim"]) == 2
     np.testing.assert_allclose(m["elbo"], -(m["reconstruction"] + m["kl"]), rtol=1e-5)
-    # The K=50 bound is >= the (1-sample) ELBO up to Monte Carlo noise of a few nats.
-    assert m["log_likelihood"] > m["elbo"] - 2.0
+    # Two-sided: E[ELBO] <= E[IWAE_50] <= log p(x), both ends by quadrature on the 2-D
+    # latent (independent of the importance sampler); the slack is 4 of the estimate's own
+    # Monte Carlo standard errors of the mean plus the quadrature's resolution checks.
+    se = m["log_likelihood_mean_mc_stderr"]
+    assert 0 < se < 0.5
+    exact = evaluation.log_likelihood(model, xt, method="quadrature")
+    elbo = evaluation.elbo_quadrature(model, xt).mean()
+    slack = 4 * se + float(np.mean(exact.info["resolution_error"]))
+    assert elbo - slack <= m["log_likelihood"] <= exact.mean() + slack
+    assert exact.mean() - elbo > 2 * slack  # the sandwich is not trivially wide
 
 
 def test_evaluate_skip_likelihood_and_bad_k(digits):
@@ -143,3 +151,44 @@ def test_evaluate_progress_and_timings(digits, capsys):
     # encoding alone (kvae encode) counts its batches too
     evaluation.posterior_moments(model, xt, batch_size=16, verbose=2)
     assert "4/4" in capsys.readouterr().out
+
+
+def test_without_a_terminal_long_steps_report_on_stderr(digits, capsys, monkeypatch):
+    """verbose="auto" with standard output not a terminal (as under pytest): no bar, and
+    the loops' progress lines reach standard error once a step is long. Steps here take
+    under a second, so "long" is lowered from a minute to zero seconds."""
+    from kvae import _progress
+
+    _, xt = digits
+    model = _model(latent_dim=2)
+    evaluation.evaluate(model, xt, num_samples=4, batch_size=32, verbose="auto")
+    assert capsys.readouterr() == ("", "")  # short steps: silent
+    monkeypatch.setattr(_progress, "QUIET_SECONDS", 0.0)
+    evaluation.evaluate(model, xt, num_samples=4, batch_size=32, verbose="auto")
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    # log p(x): 2 batches of 32, a line each; the posterior moments: 1 batch of 1000
+    assert lines == [line for line in lines if line.startswith("kvae: ") and "steps (" in line], err
+    assert sum("/2 steps" in line for line in lines) == 2
+    assert any(line.startswith("kvae: posterior moments: 1/1 steps (100%)") for line in lines)
+
+
+def test_the_gaps_report_their_seconds_in_the_time_row(digits):
+    """`kvae evaluate --gaps` printed a time row without the gaps (issue 22): their wall
+    clock is in the summary and in the table like every other estimate's."""
+    import time
+
+    from kvae.cli.run import _add_gaps, _table
+
+    _, xt = digits
+    model = _model(latent_dim=2)
+    m = evaluation.evaluate(model, xt[:8], num_samples=4, batch_size=8)
+    began = time.perf_counter()
+    g = evaluation.gaps(model, xt[:4], method="quadrature", num_samples=16, batch_size=4)
+    took = time.perf_counter() - began
+    assert 0 < g["summary"]["gap_seconds"] <= took + 1e-3
+    _add_gaps(m, g["summary"])
+    assert set(m["seconds"]) == {"elbo", "log_likelihood", "latent", "gaps"}
+    row = [r for r in _table("RUN", m).splitlines() if r.strip().startswith("time")]
+    assert len(row) == 1 and f"gaps (4 examples) {g['summary']['gap_seconds']:.1f} s" in row[0]

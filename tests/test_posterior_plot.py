@@ -49,7 +49,16 @@ def test_posterior_figure_array_and_png(linear, tmp_path):
 
 
 def test_posterior_slice_above_two_dimensions(tmp_path):
-    model = kvae.VAE(data_shape=(5,), latent_dim=4, likelihood="gaussian", seed=0)
+    # linear-Gaussian (probabilistic PCA): the true posterior is known in closed form
+    model = kvae.VAE(
+        data_shape=(5,),
+        latent_dim=4,
+        encoder_kwargs={"hidden": []},
+        decoder_kwargs={"hidden": []},
+        likelihood="gaussian",
+        likelihood_kwargs={"scale": "scalar"},
+        seed=0,
+    )
     x = _data()[:2]
     q = model.encode(x)
     origin, axes, _, sliced = _plane(model, x, q, 31)
@@ -62,6 +71,37 @@ def test_posterior_slice_above_two_dimensions(tmp_path):
     assert np.all(np.abs(axes[np.arange(2), 0, sd.argmax(axis=1)]) > 0.99)
     size = plots.posterior(model, x, tmp_path / "s.png", n=2, optimise=False)
     assert size[0] > 0
+    _check_sliced_panels(model, x, q, sd, axes)
+
+
+def _check_sliced_panels(model, x, q, sd, axes):
+    """What each drawn slice must get right: its limits are +-4 of q's standard deviations
+    along q's two widest directions, and the filled contours of p(z|x) peak where the
+    closed-form posterior restricted to the slice does (to within a grid cell)."""
+    from kvae.plots.posterior_figure import draw_posterior
+
+    g = 41
+    fig = draw_posterior(model, x, None, optimise=False, grid=g)
+    panels = fig.axes
+    assert len(panels) == 2
+    means, prec = linear_gaussian_posterior(model, x)
+    m = q.mean().numpy().astype(np.float64)
+    for i, ax in enumerate(panels):
+        order = np.argsort(sd[i])[::-1]
+        widest = 4 * sd[i][order[:2]]
+        np.testing.assert_allclose(ax.get_xlim(), [-widest[0], widest[0]], rtol=1e-5)
+        np.testing.assert_allclose(ax.get_ylim(), [-widest[1], widest[1]], rtol=1e-5)
+        # The slice z = m + u0 e_a + u1 e_b (e: q's widest unit axes; sign free) of
+        # N(mean, prec^-1) peaks at u* = -(A P A^T)^-1 A P (m - mean).
+        a = np.eye(4)[order[:2]]
+        u_star = -np.linalg.solve(a @ prec @ a.T, a @ prec @ (m[i] - means[i]))
+        signs = np.sign(axes[i][np.arange(2), order[:2]])
+        u_star = u_star * signs
+        assert np.all(np.abs(u_star) < 0.8 * widest)  # the peak is inside the panel
+        filled = [c for c in ax.collections if hasattr(c, "allsegs")][0]
+        top = np.concatenate(filled.allsegs[-1])  # the highest filled level's outline
+        cell = 2 * widest / (g - 1)
+        np.testing.assert_allclose(top.mean(axis=0), u_star, atol=cell.max())
 
 
 def test_a_flow_posterior_is_drawn_as_contours_with_a_legend(tmp_path):

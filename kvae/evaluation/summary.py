@@ -62,7 +62,8 @@ def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, verbose=0, y=None, 
     import tensorflow as tf
 
     means, scales = [], []
-    with Progress(-(-len(x) // batch_size), verbose) as progress:
+    batches = -(-len(x) // batch_size)
+    with Progress(batches, verbose, title="posterior moments") as progress:
         for start in range(0, len(x), batch_size):
             rows = slice(start, start + batch_size)
             xb = np.asarray(x[rows], np.float32)
@@ -170,7 +171,8 @@ def evaluate(
         verbose: 0 silent; 1 a titled progress bar with the time left for each estimate (log
             p(x) by importance sampling; the other methods show their title only); 2 one
             line per estimate when it is done; "auto" 1 when standard output is a terminal,
-            else 0.
+            else 0 with progress lines on standard error for a step longer than a minute
+            (every 10% or every minute, :mod:`kvae._progress`).
         method: the log p(x) method (``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"``,
             ``"auto"``, see :func:`kvae.evaluation.log_likelihood`); ``**options`` go to it.
             The result says which method ran in ``log_likelihood_method``, with
@@ -190,13 +192,17 @@ def evaluate(
     if num_samples != 0:
         positive_int("num_samples", num_samples)
     batch_size = positive_int("batch_size", batch_size)
+    # "auto" without a terminal still reaches the loops: their progress lines on standard
+    # error for a step longer than a minute (kvae._progress).
+    inner = verbose if isinstance(verbose, str) and verbose == "auto" else None
     verbose = resolve_verbose(verbose)
+    inner = verbose if inner is None else inner
     x = np.asarray(x, np.float32)
     model.check_data(x)
     chosen = choose_method(model, method) if num_samples else None
     if chosen == "iwae":
         options = dict(
-            options, num_samples=num_samples, batch_size=batch_size, seed=seed, verbose=verbose
+            options, num_samples=num_samples, batch_size=batch_size, seed=seed, verbose=inner
         )
     elif chosen == "ais":
         options = dict(options, seed=seed)
@@ -224,7 +230,7 @@ def evaluate(
             result["log_likelihood_num_samples"] = int(num_samples)
     start = time.perf_counter()
     _title(verbose, "Active units and KL per dimension (posterior moments)")
-    result.update(latent_summary(model, x, verbose=verbose, y=y))
+    result.update(latent_summary(model, x, verbose=inner, y=y))
     seconds["latent"] = time.perf_counter() - start
     result["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return result
