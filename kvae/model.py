@@ -451,7 +451,7 @@ class VAE(Trainer, keras.Model):
         return result if method or return_stderr else result.estimate
 
     def impute(self, table, num_samples=1000, multiple=None, seed=0):
-        """A table's missing cells filled (a model of a table): :func:`kvae.imputation.impute`."""
+        """A table's missing cells filled (a model of a table): ``kvae.imputation.impute``."""
         from kvae import imputation
 
         return imputation.impute(self, table, num_samples, multiple=multiple, seed=seed)

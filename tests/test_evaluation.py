@@ -174,6 +174,32 @@ def test_without_a_terminal_long_steps_report_on_stderr(digits, capsys, monkeypa
     assert any(line.startswith("kvae: posterior moments: 1/1 steps (100%)") for line in lines)
 
 
+def test_quadrature_and_the_gaps_report_progress_without_a_terminal(digits, capsys, monkeypatch):
+    """The two long steps of `kvae evaluate --gaps` (log p(x) by quadrature: minutes on all
+    of MNIST; the gaps' q* optimisation) write progress lines too, one per batch here."""
+    from kvae import _progress
+
+    _, xt = digits
+    model = _model(latent_dim=2)
+    monkeypatch.setattr(_progress, "QUIET_SECONDS", 0.0)
+    evaluation.quadrature_log_likelihood(model, xt[:6], batch_size=3, verbose="auto")
+    evaluation.gaps(
+        model,
+        xt[:4],
+        method="quadrature",
+        batch_size=2,
+        num_samples=8,
+        opt_samples=8,
+        max_iterations=2,
+        verbose="auto",
+    )
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert sum(ln.startswith("kvae: log p(x) by quadrature: ") for ln in lines) == 2, err
+    assert sum(ln.startswith("kvae: gaps (q* per example): ") for ln in lines) == 2, err
+
+
 def test_the_gaps_report_their_seconds_in_the_time_row(digits):
     """`kvae evaluate --gaps` printed a time row without the gaps (issue 22): their wall
     clock is in the summary and in the table like every other estimate's."""

@@ -204,7 +204,8 @@ def evaluate(
             method=gap_method,
             batch_size=min(batch_size, 100),
             seed=seed,
-            log_likelihood_options=ais_options if gap_method == "ais" else None,
+            log_likelihood_options=_gap_log_likelihood_options(gap_method, ais_options, as_json),
+            verbose=0 if as_json else "auto",
         )
         _add_gaps(metrics, g["summary"])
         record_metrics(run_dir, g["summary"])
@@ -212,6 +213,13 @@ def evaluate(
         click.echo(json.dumps(metrics, sort_keys=True))
         return
     click.echo(_table(run_dir, metrics))
+
+
+def _gap_log_likelihood_options(method, ais_options, as_json):
+    """The gaps' log p(x) options: AIS's from the command line; quadrature's progress."""
+    if method == "ais":
+        return ais_options
+    return {"verbose": 0 if as_json else "auto"} if method == "quadrature" else None
 
 
 def _add_gaps(metrics, summary):

@@ -23,6 +23,7 @@ import tensorflow_probability as tfp
 
 from kvae import _compile_mode, objectives
 from kvae._checks import positive_int
+from kvae._progress import Progress
 from kvae.errors import ConfigError
 from kvae.evaluation.loglik import choose_method, log_likelihood
 
@@ -145,6 +146,7 @@ def gaps(
     batch_size=100,
     seed=0,
     log_likelihood_options=None,
+    verbose=0,
 ):
     """The three gaps per example, with standard errors (nats).
 
@@ -157,6 +159,9 @@ def gaps(
         tol: L-BFGS stops when the ELBO improves by less than this (nats) per iteration.
         max_iterations: L-BFGS iterations at most.
         log_likelihood_options: options of the log p(x) method.
+        verbose: progress over the batches of q*'s optimisation, as
+            :func:`kvae.evaluation.quadrature_log_likelihood`'s (``"auto"``: lines on
+            standard error without a terminal, for a run longer than a minute).
 
     Returns a dict: per-example numpy arrays ``log_likelihood``, ``elbo``, ``elbo_star``,
     ``inference_gap``, ``approximation_gap``, ``amortisation_gap`` and a ``*_stderr`` for
@@ -180,6 +185,7 @@ def gaps(
     ll = log_likelihood(model, x, method=chosen, **(log_likelihood_options or {}))
     elbo_q, elbo_s, diff_se, se_q, se_s, params_all, iters, converged = ([] for _ in range(8))
     base = tf.constant([seed, 11], tf.int32)
+    progress = Progress(-(-len(x) // batch_size), verbose, "batch", title="gaps (q* per example)")
     for start in range(0, len(x), batch_size):
         xb = tf.constant(x[start : start + batch_size])
         params0 = model.posterior_head(model.encoder(xb))
@@ -205,6 +211,7 @@ def gaps(
         params_all.append(params.numpy())
         iters.append(n_it)
         converged.append(conv)
+        progress.advance()
     lp, lp_se = ll.estimate, ll.stderr
     elbo_q, elbo_s = np.concatenate(elbo_q), np.concatenate(elbo_s)
     se_q, se_s = np.concatenate(se_q), np.concatenate(se_s)

@@ -32,6 +32,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from kvae._checks import positive_int
+from kvae._progress import Progress
 from kvae.errors import ConfigError
 from kvae.evaluation.joint import log_joint, log_q
 from kvae.evaluation.moments import q_moments
@@ -205,6 +206,7 @@ def quadrature_log_likelihood(
     max_widen=6,
     batch_size=None,
     resolution_tol=DEFAULT_RESOLUTION_TOL,
+    verbose=0,
 ):
     """log p(x) per example by quadrature (latent_dim <= 3), a :class:`LogLikelihood`.
 
@@ -218,6 +220,9 @@ def quadrature_log_likelihood(
         resolution_tol: largest resolution check (nats: the change of log p(x) when every
             other grid point is dropped) answered; above it the grid is made finer, then
             the method refuses.
+        verbose: 0 silent, 1 a progress bar over the batches, ``"auto"`` a bar on a
+            terminal and, without one, a progress line on standard error now and then for a
+            run longer than a minute (``kvae._progress``).
 
     Its ``info`` holds per example ``edge_mass``, ``resolution_error``, ``refinements``
     and ``grid_used`` (see the module docstring), and the tolerances used.
@@ -232,6 +237,7 @@ def quadrature_log_likelihood(
     model.check_data(x)
     bs = batch_size or _BATCH[model.latent_dim]
     est, edge, res, refined, used = [], [], [], [], []
+    progress = Progress(-(-len(x) // bs), verbose, "batch", title="log p(x) by quadrature")
     for start in range(0, len(x), bs):
         xb = x[start : start + bs]
         n = len(xb)
@@ -253,6 +259,7 @@ def quadrature_log_likelihood(
         res.append(r)
         refined.append(np.full(n, pg.refinements))
         used.append(np.full(n, g))
+        progress.advance()
     value = np.concatenate(est)
     resolution = np.concatenate(res)
     grids = np.concatenate(used)

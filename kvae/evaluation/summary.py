@@ -172,7 +172,7 @@ def evaluate(
             p(x) by importance sampling; the other methods show their title only); 2 one
             line per estimate when it is done; "auto" 1 when standard output is a terminal,
             else 0 with progress lines on standard error for a step longer than a minute
-            (every 10% or every minute, :mod:`kvae._progress`).
+            (every 10% or every minute, ``kvae._progress``).
         method: the log p(x) method (``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"``,
             ``"auto"``, see :func:`kvae.evaluation.log_likelihood`); ``**options`` go to it.
             The result says which method ran in ``log_likelihood_method``, with
@@ -206,6 +206,8 @@ def evaluate(
         )
     elif chosen == "ais":
         options = dict(options, seed=seed)
+    elif chosen == "quadrature":
+        options = dict(options, verbose=inner)
     if chosen is not None:  # refuse bad options before the (long) model.evaluate
         _check_options(chosen, options)
     seconds = {}
