@@ -16,6 +16,7 @@ import tensorflow as tf
 from kvae import _compile_mode, objectives
 from kvae._checks import positive_int
 from kvae._progress import Progress
+from kvae.errors import ConfigError
 from kvae.evaluation.joint import DECODER_ROWS
 from kvae.evaluation.result import LogLikelihood
 
@@ -67,6 +68,7 @@ def iwae_log_likelihood(
     *,
     verbose=0,
     y=None,
+    offset=0,
 ):
     """log p(x) per example by importance sampling with K = ``num_samples`` samples.
 
@@ -74,7 +76,9 @@ def iwae_log_likelihood(
     about 4096 decoder rows per call); the chunks' seeds are derived from ``seed`` by folding
     in the batch's first index, then the chunk's first sample, so results do not depend on
     how many examples are evaluated together beyond ``batch_size``. ``y``: the conditions
-    of a conditional model (log p(x|y)).
+    of a conditional model (log p(x|y)). ``offset``: the index of ``x[0]`` in a larger data
+    set evaluated in pieces (a stream, :mod:`kvae.evaluation.stream`): the seeds are those of
+    the whole set's batches, so the pieces give the numbers the whole set gives.
 
     ``verbose``: 0 silent, 1 Keras' progress bar (one step per batch of examples, with the
     time left), 2 one line when done, "auto" a bar when standard output is a terminal.
@@ -87,6 +91,8 @@ def iwae_log_likelihood(
     if chunk_size is None:
         chunk_size = max(1, min(num_samples, DECODER_ROWS // batch_size))
     chunk_size = positive_int("chunk_size", chunk_size)
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise ConfigError(f"Expected offset to be an integer >= 0. Received: offset={offset!r}.")
     base = model._stateless_seed(seed)
     fn = _sums_fn(model)
     est, se = [], []
@@ -94,7 +100,7 @@ def iwae_log_likelihood(
     for start in range(0, len(x), batch_size):
         xb = tf.constant(x[start : start + batch_size])
         yb = None if y is None else tf.constant(y[start : start + batch_size])
-        batch_seed = tf.random.experimental.stateless_fold_in(base, start)
+        batch_seed = tf.random.experimental.stateless_fold_in(base, offset + start)
         full, rest = divmod(num_samples, chunk_size)
         parts = []
         if full:

@@ -9,14 +9,23 @@
 
 ``auto`` picks ``exact``, then ``quadrature``, then ``iwae`` (the first that applies) and
 records its choice in the result's ``method``.
+
+``x`` may be a ``tf.data.Dataset`` of batches (kvae's padded ``(x, y, weight)`` batches, or
+``(x, y)`` / ``x``): it is streamed (:mod:`kvae.evaluation.stream`) in chunks of the method's
+batch size, padded rows left out, and only the per-example estimates are kept; the numbers
+are those of the same examples as one array. AIS, minutes per hundred examples, takes a
+stream only with ``max_examples`` (the first examples, as one array).
 """
 
 import inspect
 
 import numpy as np
 
+from kvae._progress import Progress
 from kvae.errors import ConfigError
 from kvae.evaluation import ais, exact, iwae, quadrature
+from kvae.evaluation.result import LogLikelihood
+from kvae.evaluation.stream import chunks, first_examples, is_stream, limited, num_rows_bound
 from kvae.evaluation.structure import METHODS, applicable, require
 
 __all__ = ["METHODS", "choose_method", "log_likelihood"]
@@ -64,13 +73,15 @@ def _check_options(method, options):
     return options
 
 
-def log_likelihood(model, x, method="auto", *, y=None, **options):
+def log_likelihood(model, x, method="auto", *, y=None, max_examples=None, **options):
     """log p(x) per example with standard errors, a :class:`kvae.evaluation.LogLikelihood`.
 
     Args:
         model: a ``kvae.VAE`` (or any model with the same ``encode`` / ``decode`` /
             ``prior_distribution`` / ``likelihood_head`` interface).
-        x: numpy data ``(n, *input_shape)``.
+        x: numpy data ``(n, *input_shape)``, or a ``tf.data.Dataset`` of batches (streamed;
+            see the module docstring; a conditional model's conditions are then the
+            elements' y).
         method: ``"iwae"``, ``"exact"``, ``"quadrature"``, ``"ais"`` or ``"auto"``.
         y: the conditions of ``x`` for a conditional model (``kvae.VAE(condition=...)``),
             whose log p(x|y) only IWAE estimates (``"auto"`` picks it, the other methods
@@ -79,6 +90,7 @@ def log_likelihood(model, x, method="auto", *, y=None, **options):
             ``chunk_size``, ``seed``, ``verbose``; quadrature ``grid``, ``num_sd``,
             ``edge_tol``, ``max_widen``, ``batch_size``, ``resolution_tol``; ais see
             :func:`kvae.evaluation.ais_log_likelihood` (``bias_check`` among them).
+        max_examples: only the first examples of ``x`` (None: all).
 
     Raises:
         ConfigError: an unknown method or option, options out of range, or a method that does
@@ -93,7 +105,80 @@ def log_likelihood(model, x, method="auto", *, y=None, **options):
         options = {k: v for k, v in options.items() if k not in iwae_only}
     options = _check_options(chosen, options)
     condition = getattr(model, "condition", None)
+    if is_stream(x):
+        return _streamed(model, x, max_examples, chosen, options, y, condition)
+    if max_examples is not None:
+        x, y = x[:max_examples], (None if y is None else y[:max_examples])
     if condition is not None:  # chosen is "iwae" (structure.applicable)
         condition.check(None if y is None else np.asarray(y), len(x))
         options["y"] = y
     return _FUNCTIONS[chosen](model, x, **options)
+
+
+# Examples per chunk of a stream for the methods without a batch_size option of their own.
+_EXACT_CHUNK = 1000
+
+
+def _streamed(model, data, max_examples, method, options, y, condition):
+    """log p(x) of the dataset ``data``, chunk by chunk (see the module docstring)."""
+    if y is not None:
+        raise ConfigError(
+            "Expected y=None with a dataset: a conditional model's conditions are the "
+            "elements' y, (x, y) or (x, y, weight). Received: y as well."
+        )
+    conditional = condition is not None
+    if method == "ais" and max_examples is None:
+        raise ConfigError(
+            "Expected max_examples with method='ais' on a dataset: AIS takes its examples "
+            "as one array (it costs minutes per hundred examples). Received: "
+            "max_examples=None. Pass max_examples=N (kvae evaluate --max-examples N)."
+        )
+    model.check_data(data)
+    fn = _FUNCTIONS[method]
+    if method == "ais":  # one array of the first max_examples examples (AIS takes no y)
+        return fn(model, first_examples(data, max_examples)[0], **options)
+    data = limited(data, max_examples)
+    verbose = options.pop("verbose", 0)
+    size = options.get("batch_size") or _default_batch(model, method)
+    bound = num_rows_bound(data)
+    parts = []
+    total = -(-bound // size) if bound else 0
+    with Progress(total, verbose, "batch", title=f"log p(x) by {method}") as progress:
+        for start, xb, yb in chunks(data, size, with_y=conditional):
+            extra = {"verbose": 0} if method in ("iwae", "quadrature") else {}
+            if method == "iwae":
+                extra["offset"] = start
+            if conditional:
+                condition.check(yb, len(xb))
+                extra["y"] = yb
+            parts.append(fn(model, xb, **options, **extra))
+            progress.advance()
+    return _joined(parts)
+
+
+def _default_batch(model, method):
+    if method == "iwae":
+        return inspect.signature(iwae.iwae_log_likelihood).parameters["batch_size"].default
+    if method == "quadrature":
+        return quadrature._BATCH[model.latent_dim]  # its default: the same batches
+    return _EXACT_CHUNK
+
+
+def _joined(parts):
+    """One :class:`LogLikelihood` of the chunks' results, in order: per-example arrays
+    joined, the settings (the same in every chunk) kept."""
+    if not parts:
+        raise ConfigError("Expected a dataset with at least one example. Received: none.")
+    n = [len(p) for p in parts]
+    info = {}
+    for key, value in parts[0].info.items():
+        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] == n[0]:
+            info[key] = np.concatenate([p.info[key] for p in parts])
+        else:
+            info[key] = value
+    return LogLikelihood(
+        np.concatenate([p.estimate for p in parts]),
+        np.concatenate([p.stderr for p in parts]),
+        parts[0].method,
+        info,
+    )

@@ -3,6 +3,7 @@ estimate of log p(x), active units and the KL per latent dimension.
 
     from kvae import evaluation
     metrics = evaluation.evaluate(model, x_test, num_samples=5000)
+    metrics = evaluation.evaluate(model, test_dataset)   # a tf.data stream, batch by batch
 
 All figures are in nats per example.
 
@@ -26,6 +27,13 @@ For a continuous likelihood (Gaussian, continuous Bernoulli, ...) ``log p(x|z)``
 ``log_likelihood`` positive. That is not a bug; only the Bernoulli and discretised
 likelihoods give log probabilities (<= 0). Compare such figures only between models of the
 same likelihood family on the same data scale.
+
+Every function here takes the data as a numpy array or as a ``tf.data.Dataset`` of batches
+(kvae's padded ``(x, y, weight)`` batches, ``(x, y)`` or ``x``; :mod:`kvae.evaluation.stream`):
+a dataset is streamed, its padded rows (weight 0) left out, and only numbers per example
+(log p(x), the posterior moments) are kept, never the images. A conditional model's
+conditions are then the elements' y. On the same examples, in the same order and with the
+same ``batch_size`` and seed, a dataset gives the numbers an array gives.
 """
 
 import time
@@ -35,8 +43,10 @@ from scipy.special import log_softmax, logsumexp
 
 from kvae._checks import positive_int
 from kvae._progress import Progress, resolve_verbose
+from kvae.errors import ConfigError
 from kvae.evaluation.loglik import _check_options, choose_method, log_likelihood
 from kvae.evaluation.moments import q_moments
+from kvae.evaluation.stream import chunks, first_examples, is_stream, limited, num_rows_bound
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
@@ -52,8 +62,12 @@ _ENCODE_BATCH = 1000
 _KL_MC_SAMPLES = 64
 
 
-def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, verbose=0, y=None, seed=0):
+def posterior_moments(model, x, batch_size=None, *, verbose=0, y=None, seed=0):
     """Posterior means and marginal standard deviations of q(z|x), numpy ``(n, latent_dim)``.
+
+    ``x``: an array, or a dataset (streamed; a conditional model's conditions are then its
+    elements' y). ``batch_size``: examples per encoder pass (default 1000 for an array, the
+    dataset's own batch size for a dataset).
 
     For a q without closed-form moments (a flow: ``posterior="iaf"``) both are estimated
     from ``MOMENT_SAMPLES`` draws per example (:func:`q_moments`). ``y``: a conditional
@@ -62,17 +76,51 @@ def posterior_moments(model, x, batch_size=_ENCODE_BATCH, *, verbose=0, y=None, 
     import tensorflow as tf
 
     means, scales = [], []
-    batches = -(-len(x) // batch_size)
+    pieces, batches = _pieces(model, x, y, batch_size)
     with Progress(batches, verbose, title="posterior moments") as progress:
-        for start in range(0, len(x), batch_size):
-            rows = slice(start, start + batch_size)
-            xb = np.asarray(x[rows], np.float32)
-            q = model.encode(xb) if y is None else model.encode(xb, np.asarray(y)[rows])
+        for start, xb, yb in pieces:
+            q = model.encode(xb) if yb is None else model.encode(xb, yb)
             mean, scale = q_moments(q, seed=tf.constant([seed, start]))
             means.append(mean.astype(np.float32))
             scales.append(scale.astype(np.float32))
             progress.advance()
     return np.concatenate(means), np.concatenate(scales)
+
+
+def _pieces(model, x, y, batch_size):
+    """``((start, x, y) numpy batches, how many)`` of an array or a dataset."""
+    if is_stream(x):
+        if y is not None:
+            raise ConfigError(
+                "Expected y=None with a dataset: a conditional model's conditions are the "
+                "elements' y, (x, y) or (x, y, weight). Received: y as well."
+            )
+        size = _stream_batch(x, batch_size)
+        bound = num_rows_bound(x)
+        conditional = getattr(model, "condition", None) is not None
+        return chunks(x, size, with_y=conditional), (-(-bound // size) if bound else 0)
+    y = None if y is None else np.asarray(y)
+    batch_size = batch_size or _ENCODE_BATCH
+    starts = range(0, len(x), batch_size)
+    pieces = (
+        (
+            s,
+            np.asarray(x[s : s + batch_size], np.float32),
+            None if y is None else y[s : s + batch_size],
+        )
+        for s in starts
+    )
+    return pieces, len(starts)
+
+
+def _stream_batch(data, batch_size):
+    """Rows per chunk of a dataset: ``batch_size`` if given, else its static batch size."""
+    if batch_size is not None:
+        return positive_int("batch_size", batch_size)
+    spec = data.element_spec
+    first = spec[0] if isinstance(spec, tuple) else spec
+    static = first.shape[0] if first.shape.rank else None
+    return int(static or _ENCODE_BATCH)
 
 
 def _gaussian_posterior(q):
@@ -98,8 +146,12 @@ def kl_per_dimension(model, x, *, means=None, scales=None, seed=0, y=None):
     import tensorflow_probability as tfp
 
     tfd = tfp.distributions
-    xb = np.asarray(x[:1], np.float32)
-    q = model.encode(xb) if y is None else model.encode(xb, np.asarray(y)[:1])
+    if is_stream(x):
+        conditional = getattr(model, "condition", None) is not None
+        xb, yb = first_examples(x, 1, with_y=conditional)
+    else:
+        xb, yb = np.asarray(x[:1], np.float32), (None if y is None else np.asarray(y)[:1])
+    q = model.encode(xb) if yb is None else model.encode(xb, yb)
     if not _gaussian_posterior(q):
         return None, f"unavailable: q(z|x) is a {type(q).__name__}, its marginals are not Gaussian"
     if means is None or scales is None:
@@ -158,10 +210,12 @@ def evaluate(
     verbose=0,
     method="iwae",
     y=None,
+    max_examples=None,
     **options,
 ):
     """Test metrics of ``model`` on ``x`` (numpy, already binarised if the model was trained on
-    binary data). See the module docstring for each key.
+    binary data, or a ``tf.data.Dataset`` of batches, streamed: see the module docstring).
+    See the module docstring for each key.
 
     Args:
         num_samples: K of the importance-weighted estimate of log p(x) (>= 1; 5000 in Burda et
@@ -187,7 +241,10 @@ def evaluate(
             estimate minus the estimate at half the temperatures).
         y: the conditions of ``x`` for a conditional model (``kvae.VAE(condition=...)``);
             its log p(x|y) is estimated by IWAE, the one method that takes a condition
-            (:func:`kvae.evaluation.log_likelihood` refuses the others).
+            (:func:`kvae.evaluation.log_likelihood` refuses the others). None with a
+            dataset, whose elements' y are the conditions.
+        max_examples: only the first examples of ``x`` (None: all of them). Needed for
+            ``method="ais"`` on a dataset (AIS takes its examples as one array).
     """
     if num_samples != 0:
         positive_int("num_samples", num_samples)
@@ -197,7 +254,13 @@ def evaluate(
     inner = verbose if isinstance(verbose, str) and verbose == "auto" else None
     verbose = resolve_verbose(verbose)
     inner = verbose if inner is None else inner
-    x = np.asarray(x, np.float32)
+    streamed = is_stream(x)
+    if streamed:
+        data = x
+        x = limited(x, max_examples)
+    else:
+        x = np.asarray(x, np.float32)[:max_examples]
+        y = None if y is None else y[:max_examples]
     model.check_data(x)
     chosen = choose_method(model, method) if num_samples else None
     if chosen == "iwae":
@@ -212,15 +275,17 @@ def evaluate(
         _check_options(chosen, options)
     seconds = {}
     start = time.perf_counter()
-    _title(verbose, f"ELBO of {len(x)} examples (model.evaluate, one latent sample each)")
-    result = {
-        k: float(v)
-        for k, v in model.evaluate(
-            x, y, batch_size=batch_size, return_dict=True, verbose=verbose
-        ).items()
-    }
+    if streamed:
+        _title(verbose, "ELBO of the dataset's examples (one latent sample each)")
+        result = streamed_elbo(model, x, batch_size, verbose=verbose)
+    else:
+        _title(verbose, f"ELBO of {len(x)} examples (model.evaluate, one latent sample each)")
+        scores = model.evaluate(x, y, batch_size=batch_size, return_dict=True, verbose=verbose)
+        result = {k: float(v) for k, v in scores.items()}
+        result["num_examples"] = int(len(x))
     seconds["elbo"] = time.perf_counter() - start
-    result["num_examples"] = int(len(x))
+    if chosen == "ais" and streamed:  # AIS takes its (bounded) examples as one array
+        x, options = data, dict(options, max_examples=max_examples)
     if chosen is not None:
         start = time.perf_counter()
         what = f"importance-weighted bound, K={num_samples}" if chosen == "iwae" else chosen
@@ -232,9 +297,36 @@ def evaluate(
             result["log_likelihood_num_samples"] = int(num_samples)
     start = time.perf_counter()
     _title(verbose, "Active units and KL per dimension (posterior moments)")
-    result.update(latent_summary(model, x, verbose=inner, y=y))
+    # A dataset in chunks of batch_size (never more rows at once); an array as before.
+    chunk = batch_size if streamed else None
+    result.update(latent_summary(model, x, verbose=inner, y=y, batch_size=chunk))
     seconds["latent"] = time.perf_counter() - start
     result["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    return result
+
+
+def streamed_elbo(model, data, batch_size, *, verbose=0):
+    """``model.evaluate``'s metrics (and ``num_examples``) on a dataset, in chunks of
+    ``batch_size`` real rows: one test step per chunk, each drawing the next seed of the
+    model's generator, as ``model.evaluate(x, batch_size=batch_size)`` does batch by batch
+    on the same examples as an array, so the numbers are those. (Keras' own loop over
+    kvae's padded batches draws the noise for a whole padded batch, which moves the real
+    rows' noise in the last one.)"""
+    conditional = getattr(model, "condition", None) is not None
+    size = positive_int("batch_size", batch_size)
+    bound = num_rows_bound(data)
+    sums, count = {}, 0
+    with Progress(-(-bound // size) if bound else 0, verbose, title="ELBO") as progress:
+        for _, xb, yb in chunks(data, size, with_y=conditional):
+            scores = model.test_on_batch(xb, yb, return_dict=True)
+            for k, v in scores.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(xb)
+            count += len(xb)
+            progress.advance()
+    if not count:
+        raise ConfigError("Expected a dataset with at least one example. Received: none.")
+    result = {k: v / count for k, v in sums.items()}
+    result["num_examples"] = count
     return result
 
 
@@ -243,10 +335,18 @@ def _title(verbose, text):
         print(text, flush=True)
 
 
-def latent_summary(model, x, *, seed=0, verbose=0, y=None):
+def latent_summary(model, x, *, seed=0, verbose=0, y=None, batch_size=None, max_examples=None):
     """Active units and per-dimension KL of ``x`` (one encoder pass), as a JSON-able dict.
-    ``y``: a conditional model's conditions."""
-    means, scales = posterior_moments(model, x, verbose=verbose, y=y, seed=seed)
+    ``x``: an array or a dataset (streamed); ``y``: a conditional model's conditions (None
+    with a dataset: its elements' y); ``batch_size``: as :func:`posterior_moments`;
+    ``max_examples``: only the first examples of ``x``."""
+    if is_stream(x):
+        x = limited(x, max_examples)
+    elif max_examples is not None:
+        x, y = x[:max_examples], (None if y is None else y[:max_examples])
+    means, scales = posterior_moments(
+        model, x, batch_size=batch_size, verbose=verbose, y=y, seed=seed
+    )
     count, variances = active_units(means)
     kl, method = kl_per_dimension(model, x, means=means, scales=scales, seed=seed, y=y)
     return {
