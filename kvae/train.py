@@ -71,6 +71,7 @@ __all__ = [
     "load_data",
     "load_run",
     "load_test_data",
+    "load_test_stream",
     "resume_config",
     "train",
 ]
@@ -82,6 +83,9 @@ MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 LOG_DIR = "logs"
 _TENSORBOARD_EXAMPLES = 1000
+# An image run's TensorBoard examples hold at most this many pixel values (64 MB of float32):
+# 1000 images of 64x64x3, 85 of 256x256x3.
+_TENSORBOARD_PIXELS = 2**24
 
 
 @dataclasses.dataclass
@@ -698,9 +702,16 @@ def _tensorboard(config, model, arrays, run_dir, out):
     """kvae's TensorBoard callback, showing held-out examples (validation, else test)."""
     from kvae.callbacks import TensorBoard
 
-    held_out = arrays.x_val is not None
-    shown_x = arrays.x_val if held_out else arrays.x_test
-    shown_y = arrays.y_val if held_out else arrays.y_test
+    if _is_streamed(arrays):
+        # The first test images, decoded from the first batches only: at most
+        # _TENSORBOARD_PIXELS numbers, so large images mean fewer of them.
+        size = int(np.prod(arrays.data_shape))
+        shown = max(1, min(_TENSORBOARD_EXAMPLES, _TENSORBOARD_PIXELS // size))
+        shown_x, shown_y = arrays.test_examples(shown)
+    else:
+        held_out = arrays.x_val is not None
+        shown_x = arrays.x_val if held_out else arrays.x_test
+        shown_y = arrays.y_val if held_out else arrays.y_test
     return TensorBoard(
         os.path.join(out, LOG_DIR),
         # A conditional model's pictures take the labels as their conditions.
@@ -768,8 +779,11 @@ def _fit(config, model, arrays, initial_epoch, val_ds, callbacks, verbose):
 def _test_metrics(config, model, arrays, verbose):
     """The test metrics (``metrics.json`` without the training figures) and, under
     ``seconds``, how long each estimate took."""
-    # The same calls as kvae.evaluation.evaluate makes (arrays, the run's batch size).
-    test_y = arrays.y_test if _is_conditional(model) else None
+    # The same calls as kvae.evaluation.evaluate makes (the run's batch size). An image
+    # folder's test set is streamed batch by batch (its labels come with the batches).
+    streamed = _is_streamed(arrays)
+    test_x = arrays.test if streamed else arrays.x_test
+    test_y = arrays.y_test if _is_conditional(model) and not streamed else None
     eval_verbose = resolve_verbose("auto" if verbose == "auto" else min(int(verbose), 2))
     estimates = [("elbo", _test_elbo), ("latent", _test_latent)]
     if config.eval_num_samples:
@@ -777,13 +791,18 @@ def _test_metrics(config, model, arrays, verbose):
     metrics, seconds = {}, {}
     for name, estimate in estimates:
         started = time.perf_counter()
-        metrics.update(estimate(config, model, arrays.x_test, test_y, eval_verbose))
+        metrics.update(estimate(config, model, test_x, test_y, eval_verbose))
         seconds[name] = time.perf_counter() - started
     metrics["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return metrics
 
 
 def _test_elbo(config, model, x, y, verbose):
+    from kvae import evaluation
+
+    if evaluation.is_stream(x):
+        _say(verbose, "Test set: ELBO (streamed)")
+        return evaluation.streamed_elbo(model, x, config.batch_size, verbose=verbose)
     _say(verbose, f"Test set: ELBO of {len(x)} examples")
     scores = model.evaluate(x, y, batch_size=config.batch_size, return_dict=True, verbose=verbose)
     metrics = {k: float(v) for k, v in scores.items()}
@@ -797,17 +816,24 @@ def _test_latent(config, model, x, y, verbose):
     _say(verbose, "Test set: active units and KL per dimension")
     return evaluation.latent_summary(
         model,
-        x[:10000],
+        x,
         seed=config.seed,
         verbose=verbose,
-        y=None if y is None else y[:10000],
+        y=y,
+        max_examples=10000,
+        # A stream in chunks of the run's batch size (an array: as before).
+        batch_size=config.batch_size if evaluation.is_stream(x) else None,
     )
 
 
 def _test_log_likelihood(config, model, x, y, verbose):
     k = config.eval_num_samples
     _say(verbose, f"Test set: log p(x), importance-weighted, K={k}")
+    from kvae import evaluation
+
     extra = {} if y is None else {"y": y}
+    if evaluation.is_stream(x):  # chunks of the run's batch size: the images held stay few
+        extra["batch_size"] = config.batch_size
     ll = model.log_likelihood(x, num_samples=k, seed=config.seed, verbose=verbose, **extra)
     return {"log_likelihood": float(np.mean(ll)), "log_likelihood_num_samples": k}
 
@@ -843,10 +869,26 @@ def _say(verbose, text):
         print(text, flush=True)
 
 
-def load_test_data(config):
-    """``(x_test, y_test)`` of a run's config, as :func:`train` evaluated them (limited and,
-    when the run binarises, binarised with the run's seed)."""
+def load_test_data(config, max_examples=None):
+    """``(x_test, y_test)`` arrays of a run's config, as :func:`train` evaluated them
+    (limited and, when the run binarises, binarised with the run's seed); only the first
+    ``max_examples`` (None: all). For an image folder or TFRecords run they are decoded
+    from the first test batches only; evaluate such a run on :func:`load_test_stream`."""
     from kvae.datasets.sources import is_streamed, streamed_data
 
-    data = streamed_data(config) if is_streamed(config.dataset) else load_data(config)
-    return data.x_test, data.y_test
+    if is_streamed(config.dataset):
+        return streamed_data(config).test_examples(max_examples)
+    data = load_data(config)
+    x, y = data.x_test, data.y_test
+    if max_examples is not None:
+        x, y = x[:max_examples], (None if y is None else y[:max_examples])
+    return x, y
+
+
+def load_test_stream(config):
+    """The test ``tf.data.Dataset`` of an image folder or TFRecords run (padded ``(x, y,
+    weight)`` batches of the run's batch size, prepared as the run recorded), or None for a
+    run on arrays."""
+    from kvae.datasets.sources import is_streamed, streamed_data
+
+    return streamed_data(config).test if is_streamed(config.dataset) else None

@@ -53,12 +53,22 @@ def _load(run_dir):
 
 
 def _test_data(config, max_examples=None):
+    """The first ``max_examples`` test examples as arrays (an image run's: decoded from the
+    first test batches only)."""
     from kvae.train import load_test_data
 
-    x, y = load_test_data(config)
-    if max_examples is not None:
-        x, y = x[:max_examples], (None if y is None else y[:max_examples])
-    return x, y
+    return load_test_data(config, max_examples)
+
+
+def _test_set(config, max_examples=None):
+    """``(data, y)``: an image run's test stream (None: its labels come with the batches),
+    else the test arrays, the first ``max_examples`` of them."""
+    from kvae.train import load_test_stream
+
+    stream = load_test_stream(config)
+    if stream is not None:
+        return stream, None
+    return _test_data(config, max_examples)
 
 
 def _conditions(model, y):
@@ -175,7 +185,8 @@ def evaluate(
     from kvae import evaluation
 
     config, model = _load(run_dir)
-    x, y = _test_data(config, max_examples)
+    # An image run's test set is streamed batch by batch, never decoded whole.
+    x, y = _test_set(config, max_examples)
     batch_size = batch_size or config.batch_size
     ais_options = {"num_temperatures": ais_temperatures, "num_chains": ais_chains}
     # Both methods are settled before any work: one that does not apply (any but IWAE for a
@@ -193,14 +204,19 @@ def evaluate(
         method=chosen,
         verbose=0 if as_json else "auto",  # a progress bar on a terminal only
         y=y if getattr(model, "condition", None) is not None else None,
+        max_examples=max_examples if evaluation.is_stream(x) else None,
         **(ais_options if chosen == "ais" else {}),
     )
     if with_gaps:
         from kvae.records import record_metrics
 
+        if evaluation.is_stream(x):  # the gaps' examples, the first of the stream, as an array
+            gap_x = evaluation.first_examples(x, min(gap_examples, max_examples or gap_examples))[0]
+        else:
+            gap_x = x[:gap_examples]
         g = evaluation.gaps(
             model,
-            x[:gap_examples],
+            gap_x,
             method=gap_method,
             batch_size=min(batch_size, 100),
             seed=seed,
@@ -390,31 +406,75 @@ def interpolate(run_dir, rows, steps, output, scale):
 
 
 @click.command(
-    context_settings=_CONTEXT, short_help="Posterior means and scales of the test set (.npz)."
+    context_settings=_CONTEXT,
+    short_help="Posterior means and scales of the test set or of other images (.npz).",
 )
 @_run_dir
 @_output("codes.npz", ".npz", what="codes")
 @_max_examples()
-def encode(run_dir, output, max_examples):
+@click.option(
+    "--dataset",
+    "source",
+    default=None,
+    help="Encode the images of this folder or TFRecord path/glob instead of the test set, "
+    "prepared as the run prepared its own (its recorded image size, resize policy, colour "
+    "mode and pixel scaling, from config.json). Only for a run trained on images from a "
+    "folder or TFRecords.",
+)
+def encode(run_dir, output, max_examples, source):
     """Posterior means and scales of the test set (with its labels when it has them) as an
-    .npz with arrays `mean`, `scale` (marginal standard deviations) and `label`."""
+    .npz with arrays `mean`, `scale` (marginal standard deviations) and `label`. A run
+    trained on an image folder or TFRecords adds `path` (each image's file; `file#index`
+    for a TFRecord record) and `class_names`, and streams the images batch by batch;
+    with --dataset it encodes another folder or TFRecords, prepared as the run's images
+    were."""
+    check_writable(output, suffixes=(".npz",), what="codes")
     import numpy as np
 
     from kvae._files import atomic_path
+    from kvae.datasets.sources import example_labels, example_paths
     from kvae.evaluation import posterior_moments
+    from kvae.train import load_config
 
-    check_writable(output, suffixes=(".npz",), what="codes")
-    config, model = _load(run_dir)
-    x, y = _test_data(config, max_examples)
-    # A bar on a terminal; a conditional run's codes are q(z|x, y) with the test labels.
-    means, scales = posterior_moments(model, x, verbose="auto", y=_conditions(model, y))
-    arrays = {"mean": means, "scale": scales}
+    config = load_config(run_dir)
+    if source is not None:  # a non-image run or a bad folder: refused before the model loads
+        from kvae.datasets.sources import recorded_images
+
+        streamed = recorded_images(config, source)
+    else:
+        streamed = _test_stream_of(config)
+    _, model = _load(run_dir)
+    if streamed is None:
+        x, y = _test_data(config, max_examples)
+        # A bar on a terminal; a conditional run's codes are q(z|x, y) with the test labels.
+        means, scales = posterior_moments(model, x, verbose="auto", y=_conditions(model, y))
+        arrays = {}
+    else:
+        # Streamed batch by batch: only the codes (and the listing's labels, paths) are kept.
+        stream, info, part = streamed
+        means, scales = posterior_moments(model, stream, verbose="auto", max_examples=max_examples)
+        arrays = {"path": np.asarray(example_paths(info, part)[: len(means)], dtype=str)}
+        y = example_labels(info, part)
+        if y is not None:
+            y = y[: len(means)]
+            arrays["class_names"] = np.asarray(info.class_names, dtype=str)
+    arrays.update(mean=means, scale=scales)
     if y is not None:
         arrays["label"] = np.asarray(y)
     with atomic_path(output) as tmp:
         np.savez(tmp, **arrays)
     labels = "with labels" if y is not None else "no labels"
     click.echo(f"Wrote {output}: {means.shape[0]} codes of size {means.shape[1]}, {labels}")
+
+
+def _test_stream_of(config):
+    """``(test stream, info, "test")`` of an image run; None for a run on arrays."""
+    from kvae.datasets.sources import is_streamed, streamed_data
+
+    if not is_streamed(config.dataset):
+        return None
+    data = streamed_data(config)
+    return data.test, data.info, "test"
 
 
 @click.command(

@@ -19,7 +19,6 @@ of 8-bit data (one that takes ``num_bins``, like "discretized-logistic"), else "
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import os
 
@@ -28,7 +27,16 @@ import numpy as np
 from kvae.datasets.images import ImageData, image_dataset, is_tfrecord_source, list_images
 from kvae.errors import ConfigError, DataError
 
-__all__ = ["Streamed", "arrays_of", "is_streamed", "pixels_for", "streamed_data"]
+__all__ = [
+    "Streamed",
+    "arrays_of",
+    "example_labels",
+    "example_paths",
+    "is_streamed",
+    "pixels_for",
+    "recorded_images",
+    "streamed_data",
+]
 
 # image_dataset's listing options that may come in dataset_kwargs.
 _LISTING = (
@@ -49,10 +57,11 @@ class Streamed:
     """A run's streamed data (see the module docstring).
 
     ``train``, ``validation`` (the test set, or None with validation "none") and ``test`` are
-    the streamed datasets. For the steps of a run that take arrays (the test metrics, the
-    TensorBoard pictures) ``x_test`` / ``y_test`` and ``x_val`` / ``y_val`` are the test
-    images as arrays, decoded on first use (the test set only: the training set is never
-    held in memory); ``y_train`` holds the training labels, which the listing knows."""
+    the streamed datasets; the test metrics stream ``test`` batch by batch. Nothing here
+    holds a whole split as an array: :meth:`train_examples` and :meth:`test_examples` give
+    the first images of a split, at most ``limit`` of them (a prior initialised from data,
+    the TensorBoard pictures, the gaps); ``y_train``, ``y_test`` and ``y_val`` hold the
+    labels, which the listing knows (one integer per image)."""
 
     train: object
     validation: object
@@ -69,43 +78,34 @@ class Streamed:
         return self.info.num_train
 
     @property
+    def num_test(self):
+        return self.info.num_test
+
+    @property
     def steps_per_epoch(self):
         return int(self.train.cardinality())
 
     @property
     def y_train(self):
-        labels = self.info.train_labels
-        if self.info.class_names is None:
-            return None
-        if self.info.kind == "tfrecord":
-            parts = np.asarray(self.info.record_parts)
-            return np.asarray(labels, np.int64)[parts == 0]
-        return np.asarray(labels, np.int64)
+        return example_labels(self.info, "train")
+
+    @property
+    def y_test(self):
+        return example_labels(self.info, "test")
+
+    @property
+    def y_val(self):
+        return None if self.validation is None else self.y_test
 
     def train_examples(self, limit=1000):
         """Up to ``limit`` training images as an array, from the first batches of an epoch
         (for a prior initialised from data, say)."""
         return arrays_of(self.train, limit)[0]
 
-    @functools.cached_property
-    def _test_arrays(self):
-        return arrays_of(self.test)
-
-    @property
-    def x_test(self):
-        return self._test_arrays[0]
-
-    @property
-    def y_test(self):
-        return self._test_arrays[1]
-
-    @property
-    def x_val(self):
-        return None if self.validation is None else self.x_test
-
-    @property
-    def y_val(self):
-        return None if self.validation is None else self.y_test
+    def test_examples(self, limit):
+        """``(x, y)``: the first ``limit`` test images as arrays (y the labels, or None),
+        decoded from the first test batches only."""
+        return arrays_of(self.test, limit)
 
 
 def is_streamed(dataset):
@@ -196,6 +196,87 @@ def streamed_data(config):
     return Streamed(train=train, validation=validation, test=test, info=info, config=pinned)
 
 
+# The options of a run's dataset_kwargs that say how images are prepared (ImageData.options()
+# wrote them): applied again to another source.
+_PREPARATION = ("labels", "class_names", "color_mode", "resize", "pixels", "image_key", "label_key")
+
+
+def recorded_images(config, source):
+    """``(stream, info, None)``: every image of ``source`` (a folder or TFRecord files) prepared as
+    the run of ``config`` prepared its own (its recorded image size, colour mode, resize
+    policy and pixel scaling), in file order: padded ``(x, y, weight)`` batches of the run's
+    batch size, not shuffled (a ``train/`` + ``test/`` pair: train, then test), and the
+    :class:`ImageData` of ``source`` (and None: the part of it streamed, all of it, as
+    :func:`example_paths` and :func:`example_labels` take it).
+
+    Labels: a conditional run numbers the classes of ``source`` as it numbered its own (its
+    conditions; a class it does not know is refused); another run takes ``source``'s own
+    class folders as they are (``info.class_names``).
+
+    Raises DataError when ``config`` is not an image run, or for bad input in ``source``."""
+    if not is_streamed(config.dataset):
+        raise DataError(
+            "Expected a run trained on an image folder or TFRecord files, whose preparation of "
+            f"images is recorded. Received: a run on {config.dataset!r}. Encode its own test "
+            "set without --dataset."
+        )
+    kwargs = {k: v for k, v in config.dataset_kwargs.items() if k in _PREPARATION}
+    kwargs.setdefault("pixels", pixels_for(config.likelihood))
+    if not config.conditional:
+        kwargs.pop("class_names", None)
+    if not is_tfrecord_source(source):
+        kwargs.pop("image_key", None)
+        kwargs.pop("label_key", None)
+    info = list_images(
+        source,
+        image_size=config.image_size,
+        test_fraction=0.0,
+        on_bad_file=config.on_bad_file,
+        **kwargs,
+    )
+    if config.conditional and info.class_names is None:
+        raise DataError(
+            f"Expected labels in {os.fspath(source)!r} for a conditional run (its codes are "
+            "q(z|x, y)). Received: none. Put the images in class sub-folders named as the "
+            "run's classes."
+        )
+    train, test, info = image_dataset(
+        source, batch_size=config.batch_size, shuffle=False, seed=config.seed, info=info
+    )
+    return (train if test is None else train.concatenate(test)), info, None
+
+
+def example_paths(info, part=None):
+    """The file of every image of ``info`` in stream order: a split's (``part`` "train" or
+    "test"), or both (None: train, then test); a TFRecord record is ``file#index``."""
+    names = ("train", "test") if part is None else (part,)
+    if info.kind == "folder":
+        files = {"train": info.train_files, "test": info.test_files}
+        return [p for name in names for p in files[name]]
+    records = [
+        f"{path}#{i}"
+        for path, count in zip(info.train_files, info.record_counts, strict=True)
+        for i in range(count)
+    ]
+    parts = np.asarray(info.record_parts)
+    return [
+        records[i] for name in names for i in np.flatnonzero(parts == ("train", "test").index(name))
+    ]
+
+
+def example_labels(info, part=None):
+    """The label of every image of ``info`` in stream order (as :func:`example_paths`), an
+    int64 array, or None without labels."""
+    if info.class_names is None:
+        return None
+    names = ("train", "test") if part is None else (part,)
+    if info.kind == "folder":
+        labels = {"train": info.train_labels, "test": info.test_labels}
+        return np.asarray([v for name in names for v in labels[name]], np.int64)
+    labels, parts = np.asarray(info.train_labels, np.int64), np.asarray(info.record_parts)
+    return np.concatenate([labels[parts == ("train", "test").index(name)] for name in names])
+
+
 def _limit(info, max_train, max_test):
     """``info`` with only the first ``max_train`` / ``max_test`` images of a folder."""
     if max_train is None and max_test is None:
@@ -219,8 +300,10 @@ def _limit(info, max_train, max_test):
 
 def arrays_of(dataset, limit=None):
     """``(x, y)`` numpy arrays of a dataset's examples, weight-0 padding left out, at most
-    ``limit`` of them (for TensorBoard images and the latent summary, which take arrays):
-    x float32, y the labels (None when the elements carry x as y)."""
+    ``limit`` of them (for the steps that take arrays: TensorBoard pictures, the gaps, a
+    figure's few images): x float32, y the labels (None when the elements carry x as y).
+    Only the batches needed for ``limit`` examples are decoded; ``limit=None`` decodes
+    the whole dataset (small data sets and tests only)."""
     xs, ys, count = [], [], 0
     for element in dataset:
         x, y = element[0].numpy(), element[1].numpy()

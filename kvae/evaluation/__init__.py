@@ -5,11 +5,13 @@ the variational gaps, active units and the KL per latent dimension::
     metrics = evaluation.evaluate(model, x_test, num_samples=5000)
     ll = evaluation.log_likelihood(model, x_test, method="auto")   # estimates + stderr
     g = evaluation.gaps(model, x_test[:100])                       # inference/approx./amort.
+    metrics = evaluation.evaluate(model, test_dataset)   # a tf.data.Dataset: streamed
 
 Modules: ``summary`` (evaluate, active units, KL per dimension), ``loglik`` (the dispatcher),
 ``iwae``, ``exact``, ``quadrature``, ``ais`` (with BDMC), ``gap`` (the gaps and q*),
 ``result`` (:class:`LogLikelihood`), ``structure`` (which methods apply to a model),
-``joint`` (log p(x, z) and log q(z|x) on many z), ``moments`` (q's mean and scale).
+``joint`` (log p(x, z) and log q(z|x) on many z), ``moments`` (q's mean and scale),
+``stream`` (a ``tf.data.Dataset`` read batch by batch, padding left out).
 
 Evaluation computes on a model passed in and returns numbers: it writes no files. Writing
 results into a run directory and its TensorBoard log is ``kvae.records``' job; figures
@@ -36,6 +38,7 @@ from kvae.evaluation.quadrature import (
     quadrature_log_likelihood,
 )
 from kvae.evaluation.result import LogLikelihood
+from kvae.evaluation.stream import first_examples, is_stream
 from kvae.evaluation.structure import applicable
 from kvae.evaluation.summary import (
     ACTIVE_UNIT_THRESHOLD,
@@ -44,6 +47,7 @@ from kvae.evaluation.summary import (
     kl_per_dimension,
     latent_summary,
     posterior_moments,
+    streamed_elbo,
 )
 
 __all__ = [
@@ -61,8 +65,10 @@ __all__ = [
     "elbo_samples",
     "evaluate",
     "exact_log_likelihood",
+    "first_examples",
     "gaps",
     "grid_points",
+    "is_stream",
     "iwae_log_likelihood",
     "kl_per_dimension",
     "kl_to_posterior",
@@ -78,4 +84,5 @@ __all__ = [
     "q_moments",
     "quadrature_log_likelihood",
     "simulate",
+    "streamed_elbo",
 ]

@@ -55,6 +55,7 @@ __all__ = [
     "kl_per_dimension",
     "latent_summary",
     "posterior_moments",
+    "streamed_elbo",
 ]
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -62,12 +63,12 @@ _ENCODE_BATCH = 1000
 _KL_MC_SAMPLES = 64
 
 
-def posterior_moments(model, x, batch_size=None, *, verbose=0, y=None, seed=0):
+def posterior_moments(model, x, batch_size=None, *, verbose=0, y=None, seed=0, max_examples=None):
     """Posterior means and marginal standard deviations of q(z|x), numpy ``(n, latent_dim)``.
 
     ``x``: an array, or a dataset (streamed; a conditional model's conditions are then its
     elements' y). ``batch_size``: examples per encoder pass (default 1000 for an array, the
-    dataset's own batch size for a dataset).
+    dataset's own batch size for a dataset). ``max_examples``: only the first examples.
 
     For a q without closed-form moments (a flow: ``posterior="iaf"``) both are estimated
     from ``MOMENT_SAMPLES`` draws per example (:func:`q_moments`). ``y``: a conditional
@@ -75,6 +76,10 @@ def posterior_moments(model, x, batch_size=None, *, verbose=0, y=None, seed=0):
     when done, "auto" a bar when standard output is a terminal."""
     import tensorflow as tf
 
+    if is_stream(x):
+        x = limited(x, max_examples)
+    elif max_examples is not None:
+        x, y = x[:max_examples], (None if y is None else y[:max_examples])
     means, scales = [], []
     pieces, batches = _pieces(model, x, y, batch_size)
     with Progress(batches, verbose, title="posterior moments") as progress:
@@ -340,12 +345,8 @@ def latent_summary(model, x, *, seed=0, verbose=0, y=None, batch_size=None, max_
     ``x``: an array or a dataset (streamed); ``y``: a conditional model's conditions (None
     with a dataset: its elements' y); ``batch_size``: as :func:`posterior_moments`;
     ``max_examples``: only the first examples of ``x``."""
-    if is_stream(x):
-        x = limited(x, max_examples)
-    elif max_examples is not None:
-        x, y = x[:max_examples], (None if y is None else y[:max_examples])
     means, scales = posterior_moments(
-        model, x, batch_size=batch_size, verbose=verbose, y=y, seed=seed
+        model, x, batch_size=batch_size, verbose=verbose, y=y, seed=seed, max_examples=max_examples
     )
     count, variances = active_units(means)
     kl, method = kl_per_dimension(model, x, means=means, scales=scales, seed=seed, y=y)
