@@ -205,6 +205,8 @@ def test_an_image_run_evaluates_from_its_run_directory_alone(image_run, tmp_path
     # TensorBoard's pictures of a colour run, from the first test batch.
     shown = _events(run / "logs" / "validation")
     assert "reconstructions" in shown and "samples" in shown
+    png = shown["reconstructions"].tensor.string_val[2]  # [width, height, png]
+    assert tf.io.decode_png(png).shape[-1] == 3  # in colour
     # reconstruct and sample work on the image run.
     out = tmp_path / "recon.png"
     made = _kvae("reconstruct", run, "-n", "4", "-o", out)
