@@ -25,7 +25,14 @@ from kvae._progress import Progress
 from kvae.errors import ConfigError
 from kvae.evaluation import ais, exact, iwae, quadrature
 from kvae.evaluation.result import LogLikelihood
-from kvae.evaluation.stream import chunks, first_examples, is_stream, limited, num_rows_bound
+from kvae.evaluation.stream import (
+    chunks,
+    first_examples,
+    is_stream,
+    limited,
+    no_y_with_a_dataset,
+    num_rows_bound,
+)
 from kvae.evaluation.structure import METHODS, applicable, require
 
 __all__ = ["METHODS", "choose_method", "log_likelihood"]
@@ -121,11 +128,7 @@ _EXACT_CHUNK = 1000
 
 def _streamed(model, data, max_examples, method, options, y, condition):
     """log p(x) of the dataset ``data``, chunk by chunk (see the module docstring)."""
-    if y is not None:
-        raise ConfigError(
-            "Expected y=None with a dataset: a conditional model's conditions are the "
-            "elements' y, (x, y) or (x, y, weight). Received: y as well."
-        )
+    no_y_with_a_dataset(y)
     conditional = condition is not None
     if method == "ais" and max_examples is None:
         raise ConfigError(

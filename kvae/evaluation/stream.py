@@ -18,7 +18,14 @@ import numpy as np
 
 from kvae.errors import ConfigError, DataError
 
-__all__ = ["chunks", "first_examples", "is_stream", "limited", "num_rows_bound"]
+__all__ = [
+    "chunks",
+    "first_examples",
+    "is_stream",
+    "limited",
+    "no_y_with_a_dataset",
+    "num_rows_bound",
+]
 
 
 def is_stream(data):
@@ -26,6 +33,15 @@ def is_stream(data):
     import tensorflow as tf
 
     return isinstance(data, tf.data.Dataset)
+
+
+def no_y_with_a_dataset(y):
+    """Refuse a ``y`` given beside a dataset, whose elements carry the conditions."""
+    if y is not None:
+        raise ConfigError(
+            "Expected y=None with a dataset: a conditional model's conditions are the "
+            "elements' y, (x, y) or (x, y, weight). Received: y as well."
+        )
 
 
 def _parts(element):

@@ -46,7 +46,14 @@ from kvae._progress import Progress, resolve_verbose
 from kvae.errors import ConfigError
 from kvae.evaluation.loglik import _check_options, choose_method, log_likelihood
 from kvae.evaluation.moments import q_moments
-from kvae.evaluation.stream import chunks, first_examples, is_stream, limited, num_rows_bound
+from kvae.evaluation.stream import (
+    chunks,
+    first_examples,
+    is_stream,
+    limited,
+    no_y_with_a_dataset,
+    num_rows_bound,
+)
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
@@ -95,11 +102,7 @@ def posterior_moments(model, x, batch_size=None, *, verbose=0, y=None, seed=0, m
 def _pieces(model, x, y, batch_size):
     """``((start, x, y) numpy batches, how many)`` of an array or a dataset."""
     if is_stream(x):
-        if y is not None:
-            raise ConfigError(
-                "Expected y=None with a dataset: a conditional model's conditions are the "
-                "elements' y, (x, y) or (x, y, weight). Received: y as well."
-            )
+        no_y_with_a_dataset(y)
         size = _stream_batch(x, batch_size)
         bound = num_rows_bound(x)
         conditional = getattr(model, "condition", None) is not None
@@ -261,6 +264,7 @@ def evaluate(
     inner = verbose if inner is None else inner
     streamed = is_stream(x)
     if streamed:
+        no_y_with_a_dataset(y)
         data = x
         x = limited(x, max_examples)
     else:
