@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from kvae import datasets, testing
 from kvae.config import TrainConfig
+from kvae.datasets.images import shard
 from kvae.datasets.sources import arrays_of, is_streamed, pixels_for, streamed_data
 from kvae.errors import ConfigError, DataError
 
@@ -358,6 +359,28 @@ def test_tfrecords_by_glob(tmp_path):
     assert labels == [k % 3 for k in ks] and shapes == {(4, 12, 16, 3)}
     assert _epoch(test)[:2] == ([9, 19], [0, 1])
     assert _epoch(datasets.image_dataset(glob, batch_size=4, seed=1)[0])[0] == ks
+
+
+def test_shards_hold_every_training_image_once(tmp_path):
+    """kvae.datasets.images.shard (what each worker of distribute_images streams): every
+    count-th file; for TFRecords every count-th record file with its records and labels."""
+    for i, (lo, hi) in enumerate([(0, 10), (10, 17), (17, 20)]):
+        _records(tmp_path / f"part-{i}.tfrecord", range(lo, hi))
+    records = datasets.list_images(str(tmp_path / "part-*.tfrecord"))
+    root = _folder(tmp_path / "f", ["a", "b"], 5)
+    folder = datasets.list_images(root, test_fraction=0)
+    for info, count in ((records, 2), (records, 3), (folder, 2), (folder, 3)):
+        seen = []
+        for index in range(count):
+            part = shard(info, index, count)
+            assert part.train_files == info.train_files[index::count]
+            train, _, _ = datasets.image_dataset(info.source, batch_size=1, info=part)
+            ks, labels, _ = _epoch(train)
+            assert len(ks) == part.num_train
+            assert labels == ([k % 3 for k in ks] if info is records else [k // 5 for k in ks])
+            seen += ks
+        want = [k for k in range(20) if k % 10 != 9] if info is records else list(range(10))
+        assert sorted(seen) == want
 
 
 def test_tfrecords_bad_input(tmp_path):

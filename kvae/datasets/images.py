@@ -70,7 +70,14 @@ from kvae.datasets.npz import _holdout_mask
 from kvae.datasets.pipeline import _check_int
 from kvae.errors import ConfigError, DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageData", "image_dataset", "list_images", "parse_image_size"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageData",
+    "image_dataset",
+    "list_images",
+    "parse_image_size",
+    "shard",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 COLOR_MODES = ("auto", "rgb", "grayscale")
@@ -473,6 +480,38 @@ def list_images(
         test_labels=tuple(test_labels),
         record_parts=tuple(record_parts),
         record_counts=tuple(counts),
+    )
+
+
+def shard(info, index, count):
+    """``info`` with only the training files of shard ``index`` of ``count``: every
+    ``count``-th file from the ``index``-th (for TFRecords: every ``count``-th record file, with
+    all its records). The shards of ``range(count)`` hold every training image exactly once.
+    A shard is for the training stream: a folder's test set is kept whole, TFRecords keep only
+    the test records of the shard's files. :func:`kvae.distribute.distribute_images` gives
+    each worker its own."""
+    if not (0 <= index < count):
+        raise ConfigError(f"Expected 0 <= index < count. Received: index={index}, count={count}")
+    files = info.train_files[index::count]
+    if info.kind == "folder":
+        labels = info.train_labels[index::count] if info.train_labels else ()
+        return dataclasses.replace(
+            info, train_files=files, train_labels=labels, num_train=len(files)
+        )
+    # TFRecords: record_parts / train_labels run over the records of all files in order.
+    ends = np.cumsum(info.record_counts)
+    keep = np.zeros(int(ends[-1]) if len(ends) else 0, bool)
+    for f in range(index, len(info.train_files), count):
+        keep[ends[f] - info.record_counts[f] : ends[f]] = True
+    parts = np.asarray(info.record_parts)[keep]
+    return dataclasses.replace(
+        info,
+        train_files=files,
+        record_counts=info.record_counts[index::count],
+        record_parts=tuple(parts.tolist()),
+        train_labels=tuple(np.asarray(info.train_labels)[keep].tolist()),
+        num_train=int(np.sum(parts == 0)),
+        num_test=int(np.sum(parts == 1)),
     )
 
 
