@@ -661,3 +661,37 @@ def test_train_from_a_folder_and_evaluate_from_the_run_directory(tmp_path):
     failed = _kvae("train", "--dataset", empty, "--run-dir", tmp_path / "r2")
     assert failed.exit_code != 0 and "an empty folder" in failed.output
     assert not (tmp_path / "r2").exists()
+
+
+def _train_decodes_first():
+    import inspect
+
+    from kvae.datasets import sources
+
+    return "decode_check=True" in inspect.getsource(sources)
+
+
+@pytest.mark.skipif(
+    not _train_streams() or not _train_decodes_first(),
+    reason="kvae train does not decode a folder's files before training yet (issue 23 patch)",
+)
+@pytest.mark.parametrize("mode", ["error", "skip"])
+def test_train_names_a_corrupt_body_before_the_run_directory(tmp_path, mode):
+    """kvae train decodes every file once before it makes the run directory: with
+    --on-bad-file error a file whose body is corrupt stops it with one line naming the file;
+    with skip the run leaves the file out and counts it in run.json."""
+    root, path = _corrupt_folder(tmp_path / "photos", n=10, bad=4)
+    run = tmp_path / "run"
+    result = _kvae(
+        "train", "--dataset", root, "--on-bad-file", mode, "-z", "2", "--epochs", "1",
+        "-b", "4", "--progress", "none", "--no-projector", "--image-every", "0",
+        "--eval-num-samples", "0", "--run-dir", run,
+    )  # fmt: skip
+    if mode == "error":
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and path in lines[0] and "could not be decoded" in lines[0]
+        assert not run.exists()
+    else:
+        assert result.exit_code == 0, result.output
+        assert json.loads((run / "run.json").read_text())["skipped_files"] == 1
