@@ -77,6 +77,7 @@ def kvae_child(args):
     import numpy as np
 
     import kvae
+    from kvae import _precision
 
     keras.utils.set_random_seed(args.seed)
     train, test, info = kvae.datasets.image_dataset(
@@ -115,6 +116,7 @@ def kvae_child(args):
         decoder_kwargs=DECODER,
         latent_dim=128,
         likelihood="gaussian",
+        dtype=_precision.policy(args.kvae_precision),
     )
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
     clock = _protocol.Clock()
@@ -148,6 +150,7 @@ def kvae_child(args):
                 "n_params": int(model.count_params()),
                 "compile": model.compile_choice.to_dict(),
                 "jit_compile": bool(model.compile_choice.jit),
+                "precision": args.kvae_precision,
                 "steps_per_execution": int(model.steps_per_execution),
                 "test_neg_elbo_nats": float(nats),
                 "test_mse": squared / weight,
@@ -252,7 +255,8 @@ def side_command(side, args, folder, seed, extra=()):
         common += ["--max-steps", str(args.max_steps)]
     if side == "kvae":
         script = str(pathlib.Path(__file__).resolve())
-        return [sys.executable, script, "--child", "--folder", folder, *common]
+        precision = ["--kvae-precision", args.kvae_precision]
+        return [sys.executable, script, "--child", "--folder", folder, *precision, *common]
     cmd = [args.torch_python, str(PEER), folder, *common]
     return cmd if args.workers is None else [*cmd, "--workers", str(args.workers)]
 
@@ -287,7 +291,7 @@ def summarize_training(records):
         "flops_per_example": per_example,
         "gflops_per_sec": per_example * sps / 1e9 if per_example and sps else None,
     }
-    for key in ("compile", "loader", "workers", "torch_threads", "n_train", "n_test"):
+    for key in ("compile", "precision", "loader", "workers", "torch_threads", "n_train", "n_test"):
         if ok and key in ok[-1]:
             row[key] = ok[-1][key]
     return row
@@ -399,6 +403,12 @@ def main(argv=None):
     p.add_argument("--seeds", default="0,1,2", help="comma-separated; round r uses seed r")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--kvae-precision",
+        choices=["float32", "bf16"],
+        default="float32",
+        help="kvae's dtype policy (bf16: opt-in, oneDNN's bfloat16 convolutions)",
+    )
     p.add_argument("--workers", type=int, default=None, help="peer's DataLoader workers")
     p.add_argument("--max-steps", type=int, default=0, help="steps per epoch (0: all)")
     p.add_argument("--timeout", type=int, default=7200, help="seconds per run")
