@@ -20,6 +20,12 @@ Sources:
   ``tf.train.Example`` records holding encoded image bytes under ``image_key`` (default
   ``"image"``) and, optionally, an integer label under ``label_key`` (default ``"label"``).
   Records are held out by their index across the files in sorted order, with the same rule.
+* **A TensorFlow Datasets data set prepared on disk**: ``"tfds:mnist"``,
+  ``"tfds:mnist:3.0.1"``, ``"tfds:NAME/CONFIG:VERSION"``, found under ``data_dir`` (default
+  ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``; the latest version unless one is named).
+  Its TFRecord files are read as above, without importing ``tensorflow_datasets`` and never
+  downloading: the "train" split, and "test" (else "validation") as the test set; the class
+  names are the label feature's (``kvae.datasets._tfds``).
 
 Before anything is decoded, every file (every record) is listed and its header probed
 (``kvae.datasets._probe``: size, channels, truncation), so a bad file is named by its path
@@ -79,6 +85,7 @@ from kvae.datasets._stream import (
     seal,
     undecodable,
 )
+from kvae.datasets._tfds import is_tfds_source
 from kvae.datasets.npz import _holdout_mask
 from kvae.datasets.pipeline import _check_int
 from kvae.errors import ConfigError, DataError
@@ -112,9 +119,11 @@ class ImageData:
     source.
 
     Attributes:
-        source: the folder, or the TFRecord path or glob.
-        kind: "folder" or "tfrecord".
-        split: "folders" (train/ and test/ sub-folders) or "fraction" (held out by index).
+        source: the folder, the TFRecord path or glob, or "tfds:NAME[/CONFIG]:VERSION" (the
+            version read).
+        kind: "folder" or "tfrecord" (TensorFlow Datasets' files are TFRecords).
+        split: "folders" (train/ and test/ sub-folders), "tfds" (TensorFlow Datasets' splits)
+            or "fraction" (held out by index).
         test_fraction: the held-out share for split "fraction".
         class_names: class names, label i = class_names[i]; None without labels.
         image_size: (height, width) of the images produced.
@@ -220,8 +229,11 @@ def _fraction(value):
 
 
 def is_tfrecord_source(source):
-    """True for a TFRecord path or glob (by its suffix, or glob characters), not a folder."""
+    """True for a TFRecord path or glob (by its suffix, or glob characters), not a folder,
+    or a TensorFlow Datasets source ("tfds:NAME"), whose prepared files are TFRecords."""
     source = os.fspath(source)
+    if is_tfds_source(source):
+        return True
     if os.path.isdir(source):
         return False
     base = source.rstrip("*?]")
@@ -462,6 +474,7 @@ def list_images(
     image_key="image",
     label_key="label",
     decode_check=None,
+    data_dir=None,
 ):
     """List and probe the images of ``source`` (a folder, or TFRecord files): an
     :class:`ImageData` record, before anything is decoded. Raises DataError for bad input.
@@ -485,17 +498,37 @@ def list_images(
             "Expected a folder of images or a TFRecord path or glob. "
             f"Received: source={source!r} of type {type(source).__name__}."
         ) from None
-    if is_tfrecord_source(source):
-        from kvae.datasets._tfrecord import list_records
-
-        found = list_records(
-            source, labels, test_fraction, on_bad_file, image_key, label_key, decode_check
+    if data_dir is not None and not is_tfds_source(source):
+        raise ConfigError(
+            "Expected data_dir only with a TensorFlow Datasets source ('tfds:NAME'). "
+            f"Received: data_dir={data_dir!r} with source={source!r}."
         )
+    if is_tfrecord_source(source):
+        if is_tfds_source(source):
+            from kvae.datasets._tfds import list_tfds
+
+            *found, names, split, source = list_tfds(
+                source,
+                data_dir,
+                labels,
+                class_names,
+                test_fraction,
+                on_bad_file,
+                image_key,
+                label_key,
+                decode_check,
+            )
+        else:
+            from kvae.datasets._tfrecord import list_records
+
+            found = list_records(
+                source, labels, test_fraction, on_bad_file, image_key, label_key, decode_check
+            )
+            names, split = class_names, "fraction"
         paths, shapes, skipped, files, counts, record_labels, record_parts = found
-        split, kind, train_files, test_files = "fraction", "tfrecord", files, ()
+        kind, train_files, test_files = "tfrecord", files, ()
         train_labels, test_labels = record_labels, ()
         num_train, num_test = record_parts.count(0), record_parts.count(1)
-        names = class_names
         if labels is not None and names is None and max(record_labels, default=-1) >= 0:
             names = [str(i) for i in range(max(record_labels) + 1)]
     else:
@@ -605,12 +638,14 @@ def image_dataset(
     image_key="image",
     label_key="label",
     decode_check=None,
+    data_dir=None,
     info=None,
 ):
     """Training and test ``tf.data.Dataset``s of the images of ``source``, and their record.
 
     Args:
-        source: a folder of images, or a TFRecord path or glob (see the module docstring).
+        source: a folder of images, a TFRecord path or glob, or a prepared TensorFlow
+            Datasets data set "tfds:NAME[/CONFIG][:VERSION]" (see the module docstring).
         batch_size: images per batch, >= 1.
         image_size: None (keep the images' one size), an int (square), "HxW" or
             (height, width).
@@ -639,6 +674,8 @@ def image_dataset(
             ``fit`` raises ``tf.errors.InvalidArgumentError`` naming the file
             (:func:`decode_failure` turns it into a DataError).
         image_key, label_key: the features of TFRecord sources.
+        data_dir: where TensorFlow Datasets' prepared data sets are, for a "tfds:" source
+            (None: ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).
         info: an :class:`ImageData` from :func:`list_images` to build from (skips the listing;
             the other listing arguments are then ignored).
 
@@ -667,6 +704,7 @@ def image_dataset(
             image_key=image_key,
             label_key=label_key,
             decode_check=decode_check,
+            data_dir=data_dir,
         )
     if drop_remainder and batch_size > info.num_train:
         raise ConfigError(
