@@ -19,12 +19,12 @@ import time
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from kvae import _compile_mode, objectives
 from kvae._checks import positive_int
 from kvae._progress import Progress
 from kvae.errors import ConfigError
+from kvae.evaluation import lbfgs
 from kvae.evaluation.loglik import choose_method, log_likelihood
 
 __all__ = ["GAP_METHODS", "elbo_samples", "gaps", "optimise_posterior"]
@@ -75,47 +75,90 @@ def elbo_samples(model, x, params, num_samples, seed):
     return fn(x, params, seed, int(num_samples)).numpy().astype(np.float64)
 
 
-def optimise_posterior(
-    model, x, params=None, *, seed=(0, 0), opt_samples=512, tol=1e-4, max_iterations=500
-):
-    """q*: the best member of the model's posterior family for each example of ``x``.
+# Samples per example of the first, cheap stage of q*'s optimisation (see optimise_posterior).
+SCOUT_SAMPLES = 64
 
-    The posterior head's parameters are optimised directly, starting from ``params`` (default:
-    the encoder's output for ``x``), all examples at once, by L-BFGS on the mean of
-    :func:`elbo_samples` over a fixed set of ``opt_samples`` reparameterised samples per
-    example (the same at every iteration, drawn with the stateless ``seed``, so the objective
-    is deterministic), until the ELBO improves by less than ``tol`` nats between iterations
-    or after ``max_iterations``. An example keeps its starting parameters where L-BFGS did
-    not improve on them (a failed line search).
 
-    Returns ``(params_star, iterations, converged)``: the parameters (a tensor shaped as the
-    head's output; ``model.posterior_head.distribution(params_star)`` is q*), the iterations
-    run and whether each example converged (bool numpy ``[B]``).
-    """
-    x = tf.convert_to_tensor(np.asarray(x, np.float32))
-    params0 = model.posterior_head(model.encoder(x)) if params is None else params
-    seed = tf.convert_to_tensor(seed, tf.int32)
-    fn = _elbo_samples_fn(model)
+def _value_and_grad(elbo, x, seed, num_samples):
+    """The objective of q*: minus the mean ELBO over fixed samples, per example ``[B]``, and
+    its gradient (examples are independent, so d sum / d params_b is example b's)."""
 
     def value_and_grad(params):
         with tf.GradientTape() as tape:
             tape.watch(params)
-            neg = -tf.reduce_mean(fn(x, params, seed, opt_samples), axis=0)  # [B]
-            total = tf.reduce_sum(neg)  # examples are independent: d total / d params_b
+            neg = -tf.reduce_mean(elbo(x, params, seed, num_samples), axis=0)
+            total = tf.reduce_sum(neg)
         return neg, tape.gradient(total, params)
 
-    result = tfp.optimizer.lbfgs_minimize(
-        value_and_grad,
-        initial_position=params0,
-        f_absolute_tolerance=tol,
-        tolerance=1e-7,
-        max_iterations=max_iterations,
+    return value_and_grad
+
+
+def _optimiser(model):
+    """The whole two-stage optimisation of q* as one graph (cached on the model)."""
+    fn = getattr(model, "_kvae_q_star_fn", None)
+    if fn is None:
+        elbo = _elbo_samples_fn(model)
+
+        def run(x, params0, seed, opt_samples, scout, tol, max_iterations):
+            history, start, it1 = None, params0, 0
+            if scout < opt_samples:
+                vg = _value_and_grad(
+                    elbo, x, tf.random.experimental.stateless_fold_in(seed, 1), scout
+                )
+                start, _, it1, _, history = lbfgs.minimise(
+                    vg, params0, tol=tol, max_iterations=max_iterations
+                )
+            vg = _value_and_grad(elbo, x, seed, opt_samples)
+            position, value, it2, converged, _ = lbfgs.minimise(
+                vg, start, tol=tol, max_iterations=max_iterations, history=history
+            )
+            # Keep q* only where it improved on the start, on the final objective.
+            better = value < vg(params0)[0]
+            return tf.where(better[:, None], position, params0), it1 + it2, converged
+
+        # Not XLA as a whole: the ELBO inside is compiled as kvae compiles its estimators,
+        # and XLA's CPU compiler emits convolutions inside a loop slowly (kvae._compile_mode).
+        fn = _compile_mode.function(run, jit_compile=False)
+        model._kvae_q_star_fn = fn
+    return fn
+
+
+def optimise_posterior(
+    model, x, params=None, *, seed=(0, 0), opt_samples=512, tol=1e-4, max_iterations=500
+):
+    """q*: the best member of the model's posterior family for each example of ``x``, over
+    the posterior head's outputs (the family's shared weights, such as an IAF's MADE
+    networks, fixed: see :func:`gaps`'s ``family``).
+
+    The posterior head's parameters are optimised directly, starting from ``params``
+    (default: the encoder's output for ``x``), all examples at once but each with its own
+    curvature, step and stopping test (:func:`kvae.evaluation.lbfgs.minimise`, one compiled
+    graph), on the mean of :func:`elbo_samples` over a fixed set of ``opt_samples``
+    reparameterised samples per example (the same at every iteration, drawn with the
+    stateless ``seed``, so the objective is deterministic), until the ELBO improves by less
+    than ``tol`` nats in an iteration, or after ``max_iterations``. Two stages: first on
+    :data:`SCOUT_SAMPLES` samples (an eighth of the cost per iteration, most of the
+    iterations), then on the ``opt_samples`` from there, keeping the curvature learnt: q*
+    minimises the ``opt_samples`` objective to ``tol`` as before, in a few of its costly
+    iterations. An example keeps its starting parameters where q* did not improve on them.
+
+    Returns ``(params_star, iterations, converged)``: the parameters (a tensor shaped as the
+    head's output; ``model.posterior_head.distribution(params_star)`` is q*), the most
+    iterations an example ran (both stages, at most ``2 * max_iterations``) and whether each
+    example converged (bool numpy ``[B]``).
+    """
+    x = tf.convert_to_tensor(np.asarray(x, np.float32))
+    params0 = model.posterior_head(model.encoder(x)) if params is None else params
+    params, iterations, converged = _optimiser(model)(
+        x,
+        tf.convert_to_tensor(params0),
+        tf.convert_to_tensor(seed, tf.int32),
+        int(opt_samples),
+        SCOUT_SAMPLES,
+        tf.constant(tol, params0.dtype),
+        tf.constant(max_iterations),
     )
-    # Keep q* only where it improved on the start (L-BFGS may stop on a failed line search).
-    start = value_and_grad(params0)[0]
-    better = result.objective_value < start
-    params = tf.where(better[:, None], result.position, params0)
-    return params, int(result.num_iterations.numpy()), result.converged.numpy()
+    return params, int(np.max(iterations.numpy())), converged.numpy()
 
 
 def _check(num_samples, opt_samples, tol, max_iterations, batch_size):
