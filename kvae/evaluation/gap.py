@@ -5,14 +5,18 @@
     log p(x) - ELBO(q*)  = approximation gap  (the cost of the posterior family)
     ELBO(q*) - ELBO(q)   = amortisation gap   (the cost of one encoder for all x)
 
-q* is the best member of the model's own posterior family for one example: its parameters
-(the posterior head's output) are optimised directly, starting from the encoder's output,
-all examples of a batch at once, by L-BFGS on a fixed set of reparameterised samples
-(``opt_samples`` per example, the same ones at every iteration, so the objective is
-deterministic) until the ELBO improves by less than ``tol`` nats between iterations (or
-``max_iterations``). ELBO(q) and ELBO(q*) are then estimated with ``num_samples`` fresh
-samples each (the same seed for both, so their difference has a small standard error), as
-the mean of log w = log p(x, z) - log q(z|x) (zero variance when q is the true posterior).
+q* is the best member of the model's own posterior family for one example, over what
+``family`` says (:mod:`kvae.evaluation.family`): ``"outputs"``, the posterior head's
+per-example outputs (its parameters; for an IAF or a hierarchical posterior the weights it
+shares between examples stay fixed, so q* is then the best member of a smaller family), or
+``"full"``, those and a per-example copy of the shared weights. Its parameters are optimised
+directly, starting from the encoder's output, all examples of a batch at once, by L-BFGS
+(:mod:`kvae.evaluation.lbfgs`) on a fixed set of reparameterised samples (``opt_samples``
+per example, the same ones at every iteration, so the objective is deterministic) until the
+ELBO improves by less than ``tol`` nats in a step (or ``max_iterations``). ELBO(q) and
+ELBO(q*) are then estimated with ``num_samples`` fresh samples each (the same seed for both,
+so their difference has a small standard error), as the mean of log w = log p(x, z) -
+log q(z|x) (zero variance when q is the true posterior).
 """
 
 import time
@@ -24,6 +28,7 @@ from kvae import _compile_mode, objectives
 from kvae._checks import positive_int
 from kvae._progress import Progress
 from kvae.errors import ConfigError
+from kvae.evaluation import family as families
 from kvae.evaluation import lbfgs
 from kvae.evaluation.loglik import choose_method, log_likelihood
 
@@ -161,6 +166,34 @@ def optimise_posterior(
     return params, int(np.max(iterations.numpy())), converged.numpy()
 
 
+def _q_star_full(model, xb, params0, opt_seed, eval_seed, opt_samples, num_samples, tol, max_it):
+    """q* of ``family="full"``, one example at a time (its own copy of the shared weights):
+    ``(params_star, ELBO samples of q, of q*, iterations, converged)``."""
+    elbo = _elbo_samples_fn(model)
+    params, a, b, iterations, converged = [], [], [], [], []
+    for i in range(int(xb.shape[0])):
+        xi, p0 = xb[i : i + 1], params0[i : i + 1]
+        seed = tf.random.experimental.stateless_fold_in(opt_seed, i)
+        e_seed = tf.random.experimental.stateless_fold_in(eval_seed, i)
+
+        def objective(p, xi=xi, seed=seed):
+            return -tf.reduce_mean(elbo(xi, p, seed, opt_samples), axis=0)
+
+        def evaluate(p, xi=xi, e_seed=e_seed):
+            return elbo_samples(model, xi, p, num_samples, e_seed)
+
+        a.append(elbo_samples(model, xi, p0, num_samples, e_seed))  # same seed: common numbers
+        p, bi, n_it, conv = families.optimise_with_shared_weights(
+            model, objective, p0, evaluate, tol=tol, max_iterations=max_it
+        )
+        params.append(p)
+        b.append(bi)
+        iterations.append(n_it)
+        converged.append(conv)
+    cat = np.concatenate
+    return tf.concat(params, 0), cat(a, 1), cat(b, 1), max(iterations), np.array(converged)
+
+
 def _check(num_samples, opt_samples, tol, max_iterations, batch_size):
     for name, value in (
         ("num_samples", num_samples),
@@ -190,6 +223,7 @@ def gaps(
     seed=0,
     log_likelihood_options=None,
     verbose=0,
+    family="outputs",
 ):
     """The three gaps per example, with standard errors (nats).
 
@@ -205,12 +239,21 @@ def gaps(
         verbose: progress over the batches of q*'s optimisation, as
             :func:`kvae.evaluation.quadrature_log_likelihood`'s (``"auto"``: lines on
             standard error without a terminal, for a run longer than a minute).
+        family: what q* ranges over. ``"outputs"`` (default): the posterior head's
+            per-example outputs. For a Gaussian head that is the whole family; for a head
+            with weights shared by every example (``iaf``'s MADE networks, the
+            ``hierarchical`` posterior's q(z2|z1) network) they stay fixed, so the
+            approximation gap is an upper bound of the family's and the amortisation gap a
+            lower bound. ``"full"``: the outputs and a per-example copy of the head's shared
+            weights (all its trainable weights but the ``projection`` that makes the
+            outputs), one example at a time: the family's own gaps, at the cost of an
+            optimisation over those weights per example (for a few examples).
 
     Returns a dict: per-example numpy arrays ``log_likelihood``, ``elbo``, ``elbo_star``,
     ``inference_gap``, ``approximation_gap``, ``amortisation_gap`` and a ``*_stderr`` for
     each; ``summary``, a JSON-able dict with each gap's mean over examples and the standard
-    error of that mean (``gap_<name>``, ``gap_<name>_stderr``), the method used and the
-    optimiser's iterations, and ``gap_seconds`` (wall clock of the whole call: log p(x),
+    error of that mean (``gap_<name>``, ``gap_<name>_stderr``), the method used, what q*
+    ranged over in words (``gap_q_star_over``) and the optimiser's iterations, and ``gap_seconds`` (wall clock of the whole call: log p(x),
     the optimisation and the ELBOs); and ``params_star``, q*'s parameters.
 
     The standard errors are Monte Carlo noise. The error of log p(x) they do not hold is
@@ -221,6 +264,8 @@ def gaps(
     inference and approximation gaps, while the amortisation gap does not use log p(x).
     """
     _check(num_samples, opt_samples, tol, max_iterations, batch_size)
+    q_star_over = families.q_star_over(model, family)
+    full = family == "full" and q_star_over == families.FULL
     began = time.perf_counter()
     chosen = choose_method(model, method, order=GAP_METHODS)
     model.check_data(x)
@@ -234,17 +279,30 @@ def gaps(
         params0 = model.posterior_head(model.encoder(xb))
         opt_seed = tf.random.experimental.stateless_fold_in(base, 2 * start)
         eval_seed = tf.random.experimental.stateless_fold_in(base, 2 * start + 1)
-        params, n_it, conv = optimise_posterior(
-            model,
-            xb,
-            params0,
-            seed=opt_seed,
-            opt_samples=opt_samples,
-            tol=tol,
-            max_iterations=max_iterations,
-        )
-        a = elbo_samples(model, xb, params0, num_samples, eval_seed)
-        b = elbo_samples(model, xb, params, num_samples, eval_seed)  # same seed: common numbers
+        if full:
+            params, a, b, n_it, conv = _q_star_full(
+                model,
+                xb,
+                params0,
+                opt_seed,
+                eval_seed,
+                opt_samples,
+                num_samples,
+                tol,
+                max_iterations,
+            )
+        else:
+            params, n_it, conv = optimise_posterior(
+                model,
+                xb,
+                params0,
+                seed=opt_seed,
+                opt_samples=opt_samples,
+                tol=tol,
+                max_iterations=max_iterations,
+            )
+            a = elbo_samples(model, xb, params0, num_samples, eval_seed)
+            b = elbo_samples(model, xb, params, num_samples, eval_seed)  # same seed: common numbers
         k = np.sqrt(num_samples)
         elbo_q.append(a.mean(0))
         elbo_s.append(b.mean(0))
@@ -295,6 +353,7 @@ def gaps(
             summary[key] = value
     if "bias_indicator" in ll.info:
         out["log_likelihood_bias_indicator"] = ll.info["bias_indicator"]
+    summary["gap_q_star_over"] = q_star_over
     summary["gap_optimiser_iterations"] = int(max(iters))
     summary["gap_optimiser_converged"] = bool(np.all(np.concatenate(converged)))
     summary["gap_tol"] = tol
