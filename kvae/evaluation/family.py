@@ -44,8 +44,18 @@ def q_star_over(model, family):
         return WHOLE
     if family == "full":
         return FULL
-    layers = sorted({v.path.split("/")[-2] if "/" in v.path else v.name for v in shared})
-    return OUTPUTS.format(names=", ".join(layers))
+    return OUTPUTS.format(names=", ".join(_owners(model.posterior_head, shared)))
+
+
+def _owners(head, variables):
+    """The head's sub-layers that hold ``variables`` (from their paths), in order."""
+    names = []
+    for v in variables:
+        parts = v.path.split("/")
+        name = parts[parts.index(head.name) + 1] if head.name in parts[:-2] else v.path
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def optimise_with_shared_weights(model, objective, params0, evaluate, *, tol, max_iterations):
