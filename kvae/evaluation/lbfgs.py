@@ -10,9 +10,11 @@ the loop ends when all have stopped or after ``max_iterations``.
 Why not ``tfp.optimizer.lbfgs_minimize``: its Hager-Zhang line search spent about 4.5
 objective evaluations per iteration on the gaps' objective (72 for 16 iterations, 100 MNIST
 examples of the default 2-D model), and each evaluation is the whole batch's decoder pass on
-hundreds of samples. Here the line search tries the full quasi-Newton step first (accepted
-by almost every example once curvature is known) and halves it, per example, only where the
-Armijo condition fails: about one evaluation per iteration. A pair (s, y) with s.y <= 0 is
+hundreds of samples. Here the line search tries the full quasi-Newton step first and halves
+it, per example, only where the Armijo condition fails, and one evaluation serves every
+example's next trial (a new step for some, a halved one for others): on that batch, 41
+evaluations for 21 iterations of the slowest example (64 samples), and 15 for 12 when going
+on at 512 samples (against 66 from scratch with one shared line search per iteration). A pair (s, y) with s.y <= 0 is
 stored as inert (rho = 0), so the inverse-Hessian estimate stays positive definite.
 
 The loop is a ``tf.while_loop``; compile the caller (``kvae._compile_mode.function``) to run
