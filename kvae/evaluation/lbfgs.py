@@ -13,9 +13,10 @@ examples of the default 2-D model), and each evaluation is the whole batch's dec
 hundreds of samples. Here the line search tries the full quasi-Newton step first and halves
 it, per example, only where the Armijo condition fails, and one evaluation serves every
 example's next trial (a new step for some, a halved one for others): on that batch, 41
-evaluations for 21 iterations of the slowest example (64 samples), and 15 for 12 when going
-on at 512 samples (against 66 from scratch with one shared line search per iteration). A pair (s, y) with s.y <= 0 is
-stored as inert (rho = 0), so the inverse-Hessian estimate stays positive definite.
+evaluations for 21 iterations of the slowest example (64 samples), and 15 for 12 going on
+at 512 samples from there (28 from the start at 512; 66 with one line search for the whole
+batch per iteration). A pair (s, y) with s.y <= 0 is stored as inert (rho = 0), so the
+inverse-Hessian estimate stays positive definite.
 
 The loop is a ``tf.while_loop``; compile the caller (``kvae._compile_mode.function``) to run
 it as one graph.
