@@ -41,6 +41,7 @@ from kvae.errors import ConfigError, DataError
 __all__ = [
     "STRATEGIES",
     "distribute_dataset",
+    "distribute_images",
     "get_strategy",
     "is_chief",
     "num_workers",
@@ -412,3 +413,98 @@ def distribute_dataset(
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(dataset_fn, options)
+
+
+def distribute_images(
+    strategy,
+    info,
+    global_batch_size,
+    *,
+    seed=0,
+    shuffle=True,
+    repeat=False,
+    cache=None,
+    labels=False,
+):
+    """The training images of ``info`` (a :class:`kvae.datasets.ImageData` from
+    ``kvae.datasets.list_images``) streamed under ``strategy``, each worker reading its own
+    files: ``(dataset, steps)``, a ``tf.distribute.DistributedDataset`` of per-replica
+    batches of images ``x`` (``(x, label)`` with ``labels=True``) and the steps of one epoch.
+
+    Made with ``strategy.distribute_datasets_from_function``: input pipeline ``i`` of ``P``
+    (one per worker) takes the files of ``kvae.datasets.images.shard(info, i, P)`` (every P-th file,
+    or TFRecord file, from the i-th) before anything is read, so the workers together read
+    every training file once per epoch and none reads another's. Each pipeline is
+    ``kvae.datasets.image_dataset`` over its shard at the per-replica batch
+    ``global_batch_size // replicas`` with ``drop_remainder=True``: static batches of images
+    alone. Keras 3.15's ``fit`` under ``MultiWorkerMirroredStrategy`` reduces its first batch
+    with ``strategy.reduce`` to build the model, which fails for any tuple element
+    (``(x, y)`` or kvae's padded ``(x, y, weight)``: "Attempt to convert a value
+    (PerReplica...) to a Tensor"), so only a lone ``x`` trains there (docs/scaling.md). Every
+    worker runs the same ``steps``
+    per epoch: the fewest its shards allow, ``min_i(images of shard i) // (global // P)``; a
+    worker's images beyond them (fewer than one global batch's share, a different few each
+    epoch when shuffling) wait for the next epoch. Each worker shuffles its own files anew every
+    epoch from ``seed``.
+
+    Args:
+        strategy: a ``tf.distribute.Strategy`` (``get_strategy(...)``).
+        info: the listed images (``kvae.datasets.list_images(...)`` or the record
+            ``image_dataset`` returns); every worker must list the same files.
+        global_batch_size: images per step over all replicas; a multiple of
+            ``strategy.num_replicas_in_sync``.
+        seed, shuffle, cache: as for ``image_dataset``.
+        labels: yield ``(x, label)`` (a conditional VAE; not under
+            ``MultiWorkerMirroredStrategy`` in Keras 3.15, see above) instead of ``x``.
+        repeat: repeat the epochs without end (pass ``steps_per_epoch=steps`` to ``fit``:
+            Keras then keeps one iterator for the run, as for ``distribute_dataset``).
+
+    Raises:
+        ConfigError: the global batch does not divide over the replicas, or a worker's shard
+            has fewer images than one step needs.
+    """
+    from kvae.datasets.images import image_dataset, shard
+
+    per_replica = per_replica_batch_size(strategy, global_batch_size)
+    workers = num_workers(strategy)
+    steps = _image_steps(info, global_batch_size, workers, shard)
+
+    def dataset_fn(context):
+        pipelines, index = context.num_input_pipelines, context.input_pipeline_id
+        if pipelines != workers:
+            raise ConfigError(
+                f"Expected one input pipeline per worker ({workers}). Received: {pipelines}."
+            )
+        local = context.num_replicas_in_sync // pipelines
+        train, _, _ = image_dataset(
+            info.source,
+            info=shard(info, index, pipelines),
+            batch_size=per_replica,
+            seed=seed,
+            shuffle=shuffle,
+            drop_remainder=True,
+            cache=cache,
+        )
+        train = train.take(steps * local)
+        if not labels:
+            train = train.map(lambda x, y: x)
+        return train.repeat() if repeat else train
+
+    import tensorflow as tf
+
+    options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+    return strategy.distribute_datasets_from_function(dataset_fn, options), steps
+
+
+def _image_steps(info, global_batch_size, workers, shard):
+    """Steps per epoch every worker can serve: the smallest shard's images // its share."""
+    share = global_batch_size // workers
+    sizes = [shard(info, i, workers).num_train for i in range(workers)]
+    if min(sizes) < share:
+        raise ConfigError(
+            f"Expected every worker's share of the training images to fill one step "
+            f"({share} images: global batch {global_batch_size} over {workers} workers). "
+            f"Received: {min(sizes)} images in the smallest of the shards {sizes} "
+            f"({len(info.train_files)} files). Lower the global batch or add images."
+        )
+    return min(sizes) // share

@@ -9,6 +9,10 @@ a fresh process:
     python dist_worker.py multi-worker OUT_DIR        (TF_CONFIG set by the caller)
         one worker of a MultiWorkerMirroredStrategy cluster; trains with kvae's callbacks
         into OUT_DIR/run and saves its final weights to OUT_DIR/final.weights.h5.
+    python dist_worker.py shard-images OUT_DIR        (TF_CONFIG set by the caller)
+        one worker streaming the image folder OUT_DIR/../images with
+        kvae.distribute.distribute_images: records which images each epoch brought it, then
+        fits a small VAE on the same stream (see shard_images).
     python dist_worker.py cli-mirrored OUT_DIR
         `kvae train --strategy mirrored` on two logical CPU devices: a refused global batch,
         a binarised run and a conditional run (see cli_mirrored).
@@ -25,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 EPOCHS = 4
 GLOBAL_BATCH = 64
 N = 512  # examples: 8 steps of 64 per epoch
+SHARD_BATCH = 8  # global batch of shard-images: 4 per worker
 
 
 def digits():
@@ -153,6 +158,55 @@ def multi_worker(out_dir):
         )
 
 
+def shard_images(out_dir):
+    """Stream OUT_DIR/../images (the k-th image holds k / 256 in pixel (0, 0)) under a
+    2-worker cluster, global batch SHARD_BATCH: writes OUT_DIR/result.json with the k of every
+    image of two epochs as this worker saw them, its shard's files, the steps, and the losses
+    of a 2-epoch fit on the same stream."""
+    from kvae import distribute
+
+    strategy = distribute.get_strategy("multi-worker")
+    import keras
+    import numpy as np
+
+    import kvae
+    from kvae.datasets import list_images
+    from kvae.datasets.images import shard
+
+    folder = os.path.join(os.path.dirname(out_dir), "images")
+    info = list_images(folder, test_fraction=0, pixels="uint8")
+    data, steps = distribute.distribute_images(strategy, info, SHARD_BATCH, seed=0, repeat=True)
+    batches = iter(data)
+    epochs = []
+    for _ in range(2):
+        seen = []
+        for _ in range(steps):
+            x = next(batches)
+            for part in strategy.experimental_local_results(x):
+                seen += np.rint(part.numpy()[:, 0, 0, 0] * 256).astype(int).tolist()
+        epochs.append(seen)
+    mine = shard(info, distribute_index(strategy), distribute.num_workers(strategy))
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = kvae.VAE(data_shape=info.data_shape, latent_dim=2, seed=0)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(data, epochs=2, steps_per_epoch=steps, verbose=0)
+    with open(os.path.join(out_dir, "result.json"), "w") as f:
+        json.dump(
+            {
+                "epochs": epochs,
+                "steps": steps,
+                "files": [os.path.basename(p) for p in mine.train_files],
+                "loss": [float(v) for v in history.history["loss"]],
+            },
+            f,
+        )
+
+
+def distribute_index(strategy):
+    return int(strategy.cluster_resolver.task_id)
+
+
 def _train_config(strategy):
     return {
         "dataset": "digits",
@@ -255,6 +309,7 @@ if __name__ == "__main__":
         "mirrored": mirrored,
         "multi-worker": multi_worker,
         "train-multi-worker": train_multi_worker,
+        "shard-images": shard_images,
         "cli-mirrored": cli_mirrored,
         "tpu": tpu,
     }

@@ -232,3 +232,17 @@ def test_the_rule_decides_as_written(monkeypatch, build, requested, device, jit,
     assert word in choice.reason or word in choice.loop_reason, choice
     if loop == "keras" and jit:
         assert "convolution" in choice.loop_reason
+
+
+def test_the_figures_the_rule_quotes_are_the_checked_in_tables():
+    """The speed-ups the rule's docstring and docs/performance.md quote come from
+    scripts/compile_mode_table.json (a re-measured table with stale prose fails here)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "scripts", "compile_mode_table.json")) as f:
+        rows = {row["shape"]: row for row in json.load(f)["rows"]}
+    with open(os.path.join(root, "docs", "performance.md")) as f:
+        performance = f.read()
+    for shape in ("mlp", "burda-b20", "burda-b100", "conv"):
+        quoted = f"{rows[shape]['xla_over_no_xla']:.2f}x"
+        assert quoted in _compile_mode.__doc__, (shape, quoted)
+        assert quoted in performance, (shape, quoted)

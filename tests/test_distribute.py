@@ -233,6 +233,46 @@ def test_kvae_train_under_multi_worker_writes_from_the_chief_only(tmp_path):
     assert sorted(p.name for p in (dirs[1] / "run").rglob("*")) == [foreign.name]
 
 
+def _grey_folder(root, n):
+    """n 8x8 grey PNGs, img_000.png ... ; the k-th holds k in pixel (0, 0) (k / 256 read
+    with pixels="uint8"), the rest noise."""
+    from PIL import Image
+
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        image = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+        image[0, 0] = k
+        Image.fromarray(image).save(root / f"img_{k:03d}.png")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n, dropped", [(48, 0), (50, 2)])
+def test_multi_worker_workers_read_their_own_files_once_per_epoch(tmp_path, n, dropped):
+    """distribute_images on two loopback workers, global batch 8 (4 per worker): worker i
+    reads the files of shard i (img_000, img_002, ... for worker 0), each once per epoch;
+    the two shards are disjoint and together every file. 48 files: 6 steps, nothing left
+    over. 50 files: shards of 25, still 6 steps, so each worker leaves one of its files (a
+    different one each epoch) for later epochs. fit runs on the same (x, y) stream."""
+    _grey_folder(tmp_path / "images", n)
+    dirs = _cluster(tmp_path, "shard-images")
+    results = [json.loads((d / "result.json").read_text()) for d in dirs]
+    assert [r["steps"] for r in results] == [6, 6]
+    for index, result in enumerate(results):
+        own = set(range(index, n, 2))
+        assert result["files"] == [f"img_{k:03d}.png" for k in sorted(own)]
+        for seen in result["epochs"]:
+            assert len(seen) == len(set(seen)) == 24  # each image at most once an epoch
+            assert set(seen) <= own  # only its own files
+        assert result["epochs"][0] != result["epochs"][1]  # reshuffled
+        assert len(result["loss"]) == 2 and all(np.isfinite(result["loss"]))
+    for epoch in range(2):
+        a, b = (set(r["epochs"][epoch]) for r in results)
+        assert not a & b
+        assert len(a | b) == n - dropped
+    assert results[0]["loss"] == results[1]["loss"]  # all-reduced
+
+
 @pytest.mark.slow
 def test_kvae_train_strategy_mirrored_end_to_end(tmp_path):
     """`kvae train --strategy mirrored` through the command line on two logical CPUs, in one
@@ -375,6 +415,26 @@ def test_distribute_dataset_checks_before_building(tmp_path):
         distribute.distribute_dataset(strategy, np.zeros((10, 4), "float32"), 16)
     with pytest.raises(DataError):
         distribute.distribute_dataset(strategy, "not an array", 16)
+
+
+def test_distribute_images_one_worker_reads_every_file(tmp_path):
+    """One pipeline (no cluster): the whole folder each epoch, static per-replica batches."""
+    from kvae.datasets import list_images
+
+    _grey_folder(tmp_path / "images", 20)
+    info = list_images(tmp_path / "images", test_fraction=0, pixels="uint8")
+    data, steps = distribute.distribute_images(tf_default(), info, 5)
+    seen = [np.rint(x.numpy()[:, 0, 0, 0] * 256).astype(int) for x in data]
+    assert steps == 4 and len(seen) == 4 and all(s.shape == (5,) for s in seen)
+    assert sorted(np.concatenate(seen).tolist()) == list(range(20))
+    with pytest.raises(ConfigError, match="fill one step"):
+        distribute.distribute_images(tf_default(), info, 32)
+
+
+def tf_default():
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy()
 
 
 def test_distribute_dataset_one_replica_matches_make_dataset():

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from kvae import datasets, testing
 from kvae.config import TrainConfig
+from kvae.datasets.images import decode_failure, shard
 from kvae.datasets.sources import arrays_of, is_streamed, pixels_for, streamed_data
 from kvae.errors import ConfigError, DataError
 
@@ -261,6 +262,97 @@ def test_truncated_file_is_named_or_skipped(tmp_path):
     assert sorted(_epoch(train)[0]) == [0, 1, 3, 4]
 
 
+def _corrupt_body(data):
+    """A PNG whose header and length are sound and whose image data is not: 48 bytes in the
+    middle of its IDAT chunk overwritten (header probe passes; TensorFlow's decoder fails)."""
+    data = bytearray(data)
+    start = data.index(b"IDAT") + 4
+    length = struct.unpack(">I", data[start - 8 : start - 4])[0]
+    middle = start + length // 2 - 24
+    data[middle : middle + 48] = bytes(range(48))
+    return bytes(data)
+
+
+def _corrupt_folder(root, n=8, bad=3):
+    root = _folder(root, [None], n, size=(8, 8))
+    path = os.path.join(root, f"img{bad:03d}.png")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(_corrupt_body(data))
+    return root, path
+
+
+def _stream_error(ds):
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        for _ in ds:
+            pass
+    return caught.value
+
+
+@pytest.mark.parametrize("bad", [3, 7])  # in the middle; the last file of the unshuffled pass
+def test_corrupt_body_stops_the_stream_naming_the_file(tmp_path, bad):
+    """The header probe passes; decoding fails mid-epoch. The error names the file, shuffled
+    or not, and decode_failure turns it into a DataError that says what to do."""
+    root, path = _corrupt_folder(tmp_path / "f", bad=bad)
+    info = datasets.list_images(root, test_fraction=0)  # the header is sound
+    assert info.num_train == 8 and not info.skipped
+    for shuffle in (True, False):
+        train, _, _ = datasets.image_dataset(root, batch_size=2, test_fraction=0, shuffle=shuffle)
+        err = _stream_error(train)
+        assert f"could not decode <{path}>" in err.message
+        failure = decode_failure(err)
+        assert isinstance(failure, DataError)
+        assert path in str(failure) and "Invalid PNG data" in str(failure)
+        assert "on_bad_file='skip' (--on-bad-file skip)" in str(failure)
+    assert decode_failure(tf.errors.InvalidArgumentError(None, None, "other")) is None
+
+
+def test_corrupt_body_stops_fit_naming_the_file(tmp_path):
+    import kvae
+
+    root, path = _corrupt_folder(tmp_path / "f", n=12, bad=5)
+    train, _, info = datasets.image_dataset(root, batch_size=4, test_fraction=0)
+    model = kvae.VAE(data_shape=info.data_shape, latent_dim=2, seed=0)
+    model.compile(optimizer="adam")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"could not decode <{path}>"):
+        model.fit(train, epochs=1, verbose=0, shuffle=False)
+
+
+def test_corrupt_body_found_before_streaming_and_skipped(tmp_path):
+    """decode_check (on by default with on_bad_file='skip'): every file decoded once up
+    front; the bad one named at listing, or left out and counted, the steps from the rest."""
+    root, path = _corrupt_folder(tmp_path / "f", n=9, bad=4)
+    with pytest.raises(DataError, match=f"{path}.*could not be decoded.*Invalid PNG data"):
+        datasets.list_images(root, test_fraction=0, decode_check=True)
+    train, _, info = datasets.image_dataset(root, batch_size=4, test_fraction=0, on_bad_file="skip")
+    assert info.num_train == 8 and [s[0] for s in info.skipped] == [path]
+    assert "could not be decoded (Invalid PNG data" in info.skipped[0][1]
+    assert int(train.cardinality()) == 2
+    assert sorted(_epoch(train)[0]) == [0, 1, 2, 3, 5, 6, 7, 8]
+
+
+def test_corrupt_record_is_named_or_skipped(tmp_path):
+    _records(tmp_path / "a.tfrecord", range(0, 6), label=False, size=(8, 8))
+    name = str(tmp_path / "b.tfrecord")
+    with tf.io.TFRecordWriter(name) as writer:
+        for k in range(6, 12):
+            image = _encode(_crop(k, 8, 8), "png")
+            image = _corrupt_body(image) if k == 8 else image
+            feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+    glob = str(tmp_path / "*.tfrecord")
+    for shuffle in (True, False):
+        train, _, _ = datasets.image_dataset(glob, batch_size=2, test_fraction=0, shuffle=shuffle)
+        assert f"could not decode <{name}#2>" in _stream_error(train).message
+    with pytest.raises(DataError, match=f"record '{name}#2'.*could not be decoded"):
+        datasets.list_images(glob, test_fraction=0, decode_check=True)
+    train, _, info = datasets.image_dataset(glob, batch_size=2, test_fraction=0, on_bad_file="skip")
+    assert info.num_train == 11 and [s[0] for s in info.skipped] == [f"{name}#2"]
+    assert sorted(_epoch(train)[0]) == [k for k in range(12) if k != 8]
+
+
 @pytest.mark.parametrize(
     "content, match",
     [
@@ -358,6 +450,28 @@ def test_tfrecords_by_glob(tmp_path):
     assert labels == [k % 3 for k in ks] and shapes == {(4, 12, 16, 3)}
     assert _epoch(test)[:2] == ([9, 19], [0, 1])
     assert _epoch(datasets.image_dataset(glob, batch_size=4, seed=1)[0])[0] == ks
+
+
+def test_shards_hold_every_training_image_once(tmp_path):
+    """kvae.datasets.images.shard (what each worker of distribute_images streams): every
+    count-th file; for TFRecords every count-th record file with its records and labels."""
+    for i, (lo, hi) in enumerate([(0, 10), (10, 17), (17, 20)]):
+        _records(tmp_path / f"part-{i}.tfrecord", range(lo, hi))
+    records = datasets.list_images(str(tmp_path / "part-*.tfrecord"))
+    root = _folder(tmp_path / "f", ["a", "b"], 5)
+    folder = datasets.list_images(root, test_fraction=0)
+    for info, count in ((records, 2), (records, 3), (folder, 2), (folder, 3)):
+        seen = []
+        for index in range(count):
+            part = shard(info, index, count)
+            assert part.train_files == info.train_files[index::count]
+            train, _, _ = datasets.image_dataset(info.source, batch_size=1, info=part)
+            ks, labels, _ = _epoch(train)
+            assert len(ks) == part.num_train
+            assert labels == ([k % 3 for k in ks] if info is records else [k // 5 for k in ks])
+            seen += ks
+        want = [k for k in range(20) if k % 10 != 9] if info is records else list(range(10))
+        assert sorted(seen) == want
 
 
 def test_tfrecords_bad_input(tmp_path):
@@ -547,3 +661,37 @@ def test_train_from_a_folder_and_evaluate_from_the_run_directory(tmp_path):
     failed = _kvae("train", "--dataset", empty, "--run-dir", tmp_path / "r2")
     assert failed.exit_code != 0 and "an empty folder" in failed.output
     assert not (tmp_path / "r2").exists()
+
+
+def _train_decodes_first():
+    import inspect
+
+    from kvae.datasets import sources
+
+    return "decode_check=True" in inspect.getsource(sources)
+
+
+@pytest.mark.skipif(
+    not _train_streams() or not _train_decodes_first(),
+    reason="kvae train does not decode a folder's files before training yet (issue 23 patch)",
+)
+@pytest.mark.parametrize("mode", ["error", "skip"])
+def test_train_names_a_corrupt_body_before_the_run_directory(tmp_path, mode):
+    """kvae train decodes every file once before it makes the run directory: with
+    --on-bad-file error a file whose body is corrupt stops it with one line naming the file;
+    with skip the run leaves the file out and counts it in run.json."""
+    root, path = _corrupt_folder(tmp_path / "photos", n=10, bad=4)
+    run = tmp_path / "run"
+    result = _kvae(
+        "train", "--dataset", root, "--on-bad-file", mode, "-z", "2", "--epochs", "1",
+        "-b", "4", "--progress", "none", "--no-projector", "--image-every", "0",
+        "--eval-num-samples", "0", "--run-dir", run,
+    )  # fmt: skip
+    if mode == "error":
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and path in lines[0] and "could not be decoded" in lines[0]
+        assert not run.exists()
+    else:
+        assert result.exit_code == 0, result.output
+        assert json.loads((run / "run.json").read_text())["skipped_files"] == 1

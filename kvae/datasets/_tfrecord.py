@@ -13,7 +13,15 @@ import io
 import numpy as np
 
 from kvae.datasets._probe import BadImage, probe_bytes
-from kvae.datasets._stream import decoder_of, finish_pass, parallel_calls, seal
+from kvae.datasets._stream import (
+    checked_records,
+    decode_reason,
+    decoder_of,
+    finish_pass,
+    parallel_calls,
+    seal,
+    undecodable,
+)
 from kvae.datasets.npz import _holdout_mask
 from kvae.errors import DataError
 
@@ -42,11 +50,14 @@ def _feature(example, key, kinds):
     return (kind, values[0]) if kind in kinds and len(values) else (kind, None)
 
 
-def list_records(source, labels, test_fraction, on_bad_file, image_key, label_key):
+def list_records(
+    source, labels, test_fraction, on_bad_file, image_key, label_key, decode_check=False
+):
     """Returns (names, shapes, skipped, files, counts, labels, parts): ``names`` and ``shapes``
     of the readable records ("file#index", (h, w, c)), ``skipped`` (name, reason) pairs, the
     sorted files and their record counts, and for every record its label (-1: none) and part
-    (0 train, 1 test, 2 skipped)."""
+    (0 train, 1 test, 2 skipped). With ``decode_check`` every image is also decoded once
+    (in parallel, a file at a time): one that does not decode is named or skipped."""
     import tensorflow as tf
 
     files = _files(source)
@@ -61,6 +72,7 @@ def list_records(source, labels, test_fraction, on_bad_file, image_key, label_ke
                 f"truncated ({err.message.splitlines()[0]}). Remove or rewrite it."
             ) from None
         counts.append(len(records))
+        readable = []  # (record index, its position in keep, image bytes)
         for i, record in enumerate(records):
             name = f"{path}#{i}"
             try:
@@ -107,7 +119,10 @@ def list_records(source, labels, test_fraction, on_bad_file, image_key, label_ke
                 keep.append(False)
                 continue
             names.append(name)
+            readable.append((i, len(keep), image))
             keep.append(True)
+        if decode_check and readable:
+            _decode_file(path, readable, names, shapes, keep, skipped, on_bad_file)
     if not names:
         raise DataError(
             f"Expected at least one image record in {source!r}. Received: "
@@ -116,6 +131,30 @@ def list_records(source, labels, test_fraction, on_bad_file, image_key, label_ke
     parts = _holdout_mask(len(keep), test_fraction).astype(np.int8)
     parts[~np.asarray(keep)] = _SKIPPED
     return names, shapes, skipped, files, counts, record_labels, parts.tolist()
+
+
+def _decode_file(path, readable, names, shapes, keep, skipped, on_bad_file):
+    """Decode the ``readable`` records of one file; name or skip those that do not decode
+    (``names``, ``shapes``, ``keep``, ``skipped`` are updated in place)."""
+    import tensorflow as tf
+
+    images = tf.data.Dataset.from_tensor_slices(tf.constant([r[2] for r in readable]))
+    failed = undecodable(images, len(readable))
+    first = len(names) - len(readable)  # readable's first record in names and shapes
+    bad = [
+        (f"{path}#{i}", f"could not be decoded ({decode_reason(image)})")
+        for j in failed
+        for i, _, image in [readable[j]]
+    ]
+    if bad and on_bad_file == "error":
+        raise DataError(
+            f"Expected a readable PNG, JPEG, GIF or BMP image. Received: record "
+            f"{bad[0][0]!r}, which {bad[0][1]}. Rewrite it, or pass on_bad_file='skip'."
+        )
+    for j in reversed(failed):
+        del names[first + j], shapes[first + j]
+        keep[readable[j][1]] = False
+    skipped.extend(bad)
 
 
 def split_dataset(info, part, batch_size, seed, shuffle, pad, cache, buffer):
@@ -138,21 +177,22 @@ def split_dataset(info, part, batch_size, seed, shuffle, pad, cache, buffer):
         return (
             tf.data.TFRecordDataset(tf.gather(paths, f))
             .enumerate()
-            .map(lambda i, rec: (tf.gather(offsets, f) + i, rec))
+            .map(lambda i, rec: (f, tf.gather(offsets, f) + i, rec))
         )
 
-    def load(g, rec):
+    def load(f, g, rec):
         features = tf.io.parse_single_example(
             rec, {image_key: tf.io.FixedLenFeature([], tf.string)}
         )
-        return decode(features[image_key]), tf.gather(label_of, g)
+        return f, g, decode(features[image_key]), tf.gather(label_of, g)
 
     def stream(file_order):
-        return (
+        ds = (
             file_order.interleave(records_of, cycle_length=min(2, len(files)))
-            .filter(lambda g, rec: tf.equal(tf.gather(parts, g), want))
+            .filter(lambda f, g, rec: tf.equal(tf.gather(parts, g), want))
             .map(load, num_parallel_calls=parallel_calls(), deterministic=True)
         )
+        return checked_records(ds, counts, info.record_parts, want, paths)
 
     in_order = stream(tf.data.Dataset.range(len(files)))
     if cache is not None:

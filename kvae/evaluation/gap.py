@@ -5,26 +5,31 @@
     log p(x) - ELBO(q*)  = approximation gap  (the cost of the posterior family)
     ELBO(q*) - ELBO(q)   = amortisation gap   (the cost of one encoder for all x)
 
-q* is the best member of the model's own posterior family for one example: its parameters
-(the posterior head's output) are optimised directly, starting from the encoder's output,
-all examples of a batch at once, by L-BFGS on a fixed set of reparameterised samples
-(``opt_samples`` per example, the same ones at every iteration, so the objective is
-deterministic) until the ELBO improves by less than ``tol`` nats between iterations (or
-``max_iterations``). ELBO(q) and ELBO(q*) are then estimated with ``num_samples`` fresh
-samples each (the same seed for both, so their difference has a small standard error), as
-the mean of log w = log p(x, z) - log q(z|x) (zero variance when q is the true posterior).
+q* is the best member of the model's own posterior family for one example, over what
+``family`` says (:mod:`kvae.evaluation.family`): ``"outputs"``, the posterior head's
+per-example outputs (its parameters; for an IAF or a hierarchical posterior the weights it
+shares between examples stay fixed, so q* is then the best member of a smaller family), or
+``"full"``, those and a per-example copy of the shared weights. Its parameters are optimised
+directly, starting from the encoder's output, all examples of a batch at once, by L-BFGS
+(:mod:`kvae.evaluation.lbfgs`) on a fixed set of reparameterised samples (``opt_samples``
+per example, the same ones at every iteration, so the objective is deterministic) until the
+ELBO improves by less than ``tol`` nats in a step (or ``max_iterations``). ELBO(q) and
+ELBO(q*) are then estimated with ``num_samples`` fresh samples each (the same seed for both,
+so their difference has a small standard error), as the mean of log w = log p(x, z) -
+log q(z|x) (zero variance when q is the true posterior).
 """
 
 import time
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from kvae import _compile_mode, objectives
 from kvae._checks import positive_int
 from kvae._progress import Progress
 from kvae.errors import ConfigError
+from kvae.evaluation import family as families
+from kvae.evaluation import lbfgs
 from kvae.evaluation.loglik import choose_method, log_likelihood
 
 __all__ = ["GAP_METHODS", "elbo_samples", "gaps", "optimise_posterior"]
@@ -75,47 +80,118 @@ def elbo_samples(model, x, params, num_samples, seed):
     return fn(x, params, seed, int(num_samples)).numpy().astype(np.float64)
 
 
-def optimise_posterior(
-    model, x, params=None, *, seed=(0, 0), opt_samples=512, tol=1e-4, max_iterations=500
-):
-    """q*: the best member of the model's posterior family for each example of ``x``.
+# Samples per example of the first, cheap stage of q*'s optimisation (see optimise_posterior).
+SCOUT_SAMPLES = 64
 
-    The posterior head's parameters are optimised directly, starting from ``params`` (default:
-    the encoder's output for ``x``), all examples at once, by L-BFGS on the mean of
-    :func:`elbo_samples` over a fixed set of ``opt_samples`` reparameterised samples per
-    example (the same at every iteration, drawn with the stateless ``seed``, so the objective
-    is deterministic), until the ELBO improves by less than ``tol`` nats between iterations
-    or after ``max_iterations``. An example keeps its starting parameters where L-BFGS did
-    not improve on them (a failed line search).
 
-    Returns ``(params_star, iterations, converged)``: the parameters (a tensor shaped as the
-    head's output; ``model.posterior_head.distribution(params_star)`` is q*), the iterations
-    run and whether each example converged (bool numpy ``[B]``).
-    """
-    x = tf.convert_to_tensor(np.asarray(x, np.float32))
-    params0 = model.posterior_head(model.encoder(x)) if params is None else params
-    seed = tf.convert_to_tensor(seed, tf.int32)
-    fn = _elbo_samples_fn(model)
+def _value_and_grad(elbo, x, seed, num_samples):
+    """The objective of q*: minus the mean ELBO over fixed samples, per example ``[B]``, and
+    its gradient (examples are independent, so d sum / d params_b is example b's)."""
 
     def value_and_grad(params):
         with tf.GradientTape() as tape:
             tape.watch(params)
-            neg = -tf.reduce_mean(fn(x, params, seed, opt_samples), axis=0)  # [B]
-            total = tf.reduce_sum(neg)  # examples are independent: d total / d params_b
+            neg = -tf.reduce_mean(elbo(x, params, seed, num_samples), axis=0)
+            total = tf.reduce_sum(neg)
         return neg, tape.gradient(total, params)
 
-    result = tfp.optimizer.lbfgs_minimize(
-        value_and_grad,
-        initial_position=params0,
-        f_absolute_tolerance=tol,
-        tolerance=1e-7,
-        max_iterations=max_iterations,
+    return value_and_grad
+
+
+def _optimiser(model):
+    """The whole two-stage optimisation of q* as one graph (cached on the model)."""
+    fn = getattr(model, "_kvae_q_star_fn", None)
+    if fn is None:
+        elbo = _elbo_samples_fn(model)
+
+        def run(x, params0, seed, opt_samples, scout, tol, max_iterations):
+            history, start, it1 = None, params0, 0
+            if scout < opt_samples:
+                vg = _value_and_grad(
+                    elbo, x, tf.random.experimental.stateless_fold_in(seed, 1), scout
+                )
+                start, _, it1, _, history = lbfgs.minimise(
+                    vg, params0, tol=tol, max_iterations=max_iterations
+                )
+            vg = _value_and_grad(elbo, x, seed, opt_samples)
+            position, value, it2, converged, _ = lbfgs.minimise(
+                vg, start, tol=tol, max_iterations=max_iterations, history=history
+            )
+            # Keep q* only where it improved on the start, on the final objective.
+            better = value < vg(params0)[0]
+            return tf.where(better[:, None], position, params0), it1 + it2, converged
+
+        # Not XLA as a whole: the ELBO inside is compiled as kvae compiles its estimators,
+        # and XLA's CPU compiler emits convolutions inside a loop slowly (kvae._compile_mode).
+        fn = _compile_mode.function(run, jit_compile=False)
+        model._kvae_q_star_fn = fn
+    return fn
+
+
+def optimise_posterior(
+    model, x, params=None, *, seed=(0, 0), opt_samples=512, tol=1e-4, max_iterations=500
+):
+    """q*: the best member of the model's posterior family for each example of ``x``, over
+    the posterior head's outputs (the family's shared weights, such as an IAF's MADE
+    networks, fixed: see :func:`gaps`'s ``family``).
+
+    The posterior head's parameters are optimised directly, starting from ``params``
+    (default: the encoder's output for ``x``), all examples at once but each with its own
+    curvature, step and stopping test (:func:`kvae.evaluation.lbfgs.minimise`, one compiled
+    graph), on the mean of :func:`elbo_samples` over a fixed set of ``opt_samples``
+    reparameterised samples per example (the same at every iteration, drawn with the
+    stateless ``seed``, so the objective is deterministic), until the ELBO improves by less
+    than ``tol`` nats in an iteration, or after ``max_iterations``. Two stages: first on
+    :data:`SCOUT_SAMPLES` samples (an eighth of the cost per iteration, most of the
+    iterations), then on the ``opt_samples`` from there, keeping the curvature learnt: q*
+    minimises the ``opt_samples`` objective to ``tol`` as before, in a few of its costly
+    iterations. An example keeps its starting parameters where q* did not improve on them.
+
+    Returns ``(params_star, iterations, converged)``: the parameters (a tensor shaped as the
+    head's output; ``model.posterior_head.distribution(params_star)`` is q*), the most
+    iterations an example ran (both stages, at most ``2 * max_iterations``) and whether each
+    example converged (bool numpy ``[B]``).
+    """
+    x = tf.convert_to_tensor(np.asarray(x, np.float32))
+    params0 = model.posterior_head(model.encoder(x)) if params is None else params
+    params, iterations, converged = _optimiser(model)(
+        x,
+        tf.convert_to_tensor(params0),
+        tf.convert_to_tensor(seed, tf.int32),
+        int(opt_samples),
+        SCOUT_SAMPLES,
+        tf.constant(tol, params0.dtype),
+        tf.constant(max_iterations),
     )
-    # Keep q* only where it improved on the start (L-BFGS may stop on a failed line search).
-    start = value_and_grad(params0)[0]
-    better = result.objective_value < start
-    params = tf.where(better[:, None], result.position, params0)
-    return params, int(result.num_iterations.numpy()), result.converged.numpy()
+    return params, int(np.max(iterations.numpy())), converged.numpy()
+
+
+def _q_star_full(model, xb, params0, opt_seed, eval_seed, opt_samples, num_samples, tol, max_it):
+    """q* of ``family="full"``, one example at a time (its own copy of the shared weights):
+    ``(params_star, ELBO samples of q, of q*, iterations, converged)``."""
+    elbo = _elbo_samples_fn(model)
+    params, a, b, iterations, converged = [], [], [], [], []
+    for i in range(int(xb.shape[0])):
+        xi, p0 = xb[i : i + 1], params0[i : i + 1]
+        seed = tf.random.experimental.stateless_fold_in(opt_seed, i)
+        e_seed = tf.random.experimental.stateless_fold_in(eval_seed, i)
+
+        def objective(p, xi=xi, seed=seed):
+            return -tf.reduce_mean(elbo(xi, p, seed, opt_samples), axis=0)
+
+        def evaluate(p, xi=xi, e_seed=e_seed):
+            return elbo_samples(model, xi, p, num_samples, e_seed)
+
+        a.append(elbo_samples(model, xi, p0, num_samples, e_seed))  # same seed: common numbers
+        p, bi, n_it, conv = families.optimise_with_shared_weights(
+            model, objective, p0, evaluate, tol=tol, max_iterations=max_it
+        )
+        params.append(p)
+        b.append(bi)
+        iterations.append(n_it)
+        converged.append(conv)
+    cat = np.concatenate
+    return tf.concat(params, 0), cat(a, 1), cat(b, 1), max(iterations), np.array(converged)
 
 
 def _check(num_samples, opt_samples, tol, max_iterations, batch_size):
@@ -147,6 +223,7 @@ def gaps(
     seed=0,
     log_likelihood_options=None,
     verbose=0,
+    family="outputs",
 ):
     """The three gaps per example, with standard errors (nats).
 
@@ -162,12 +239,21 @@ def gaps(
         verbose: progress over the batches of q*'s optimisation, as
             :func:`kvae.evaluation.quadrature_log_likelihood`'s (``"auto"``: lines on
             standard error without a terminal, for a run longer than a minute).
+        family: what q* ranges over. ``"outputs"`` (default): the posterior head's
+            per-example outputs. For a Gaussian head that is the whole family; for a head
+            with weights shared by every example (``iaf``'s MADE networks, the
+            ``hierarchical`` posterior's q(z2|z1) network) they stay fixed, so the
+            approximation gap is an upper bound of the family's and the amortisation gap a
+            lower bound. ``"full"``: the outputs and a per-example copy of the head's shared
+            weights (all its trainable weights but the ``projection`` that makes the
+            outputs), one example at a time: the family's own gaps, at the cost of an
+            optimisation over those weights per example (for a few examples).
 
     Returns a dict: per-example numpy arrays ``log_likelihood``, ``elbo``, ``elbo_star``,
     ``inference_gap``, ``approximation_gap``, ``amortisation_gap`` and a ``*_stderr`` for
     each; ``summary``, a JSON-able dict with each gap's mean over examples and the standard
-    error of that mean (``gap_<name>``, ``gap_<name>_stderr``), the method used and the
-    optimiser's iterations, and ``gap_seconds`` (wall clock of the whole call: log p(x),
+    error of that mean (``gap_<name>``, ``gap_<name>_stderr``), the method used, what q*
+    ranged over in words (``gap_q_star_over``) and the optimiser's iterations, and ``gap_seconds`` (wall clock of the whole call: log p(x),
     the optimisation and the ELBOs); and ``params_star``, q*'s parameters.
 
     The standard errors are Monte Carlo noise. The error of log p(x) they do not hold is
@@ -178,6 +264,8 @@ def gaps(
     inference and approximation gaps, while the amortisation gap does not use log p(x).
     """
     _check(num_samples, opt_samples, tol, max_iterations, batch_size)
+    q_star_over = families.q_star_over(model, family)
+    full = family == "full" and q_star_over == families.FULL
     began = time.perf_counter()
     chosen = choose_method(model, method, order=GAP_METHODS)
     model.check_data(x)
@@ -191,17 +279,30 @@ def gaps(
         params0 = model.posterior_head(model.encoder(xb))
         opt_seed = tf.random.experimental.stateless_fold_in(base, 2 * start)
         eval_seed = tf.random.experimental.stateless_fold_in(base, 2 * start + 1)
-        params, n_it, conv = optimise_posterior(
-            model,
-            xb,
-            params0,
-            seed=opt_seed,
-            opt_samples=opt_samples,
-            tol=tol,
-            max_iterations=max_iterations,
-        )
-        a = elbo_samples(model, xb, params0, num_samples, eval_seed)
-        b = elbo_samples(model, xb, params, num_samples, eval_seed)  # same seed: common numbers
+        if full:
+            params, a, b, n_it, conv = _q_star_full(
+                model,
+                xb,
+                params0,
+                opt_seed,
+                eval_seed,
+                opt_samples,
+                num_samples,
+                tol,
+                max_iterations,
+            )
+        else:
+            params, n_it, conv = optimise_posterior(
+                model,
+                xb,
+                params0,
+                seed=opt_seed,
+                opt_samples=opt_samples,
+                tol=tol,
+                max_iterations=max_iterations,
+            )
+            a = elbo_samples(model, xb, params0, num_samples, eval_seed)
+            b = elbo_samples(model, xb, params, num_samples, eval_seed)  # same seed: common numbers
         k = np.sqrt(num_samples)
         elbo_q.append(a.mean(0))
         elbo_s.append(b.mean(0))
@@ -252,6 +353,7 @@ def gaps(
             summary[key] = value
     if "bias_indicator" in ll.info:
         out["log_likelihood_bias_indicator"] = ll.info["bias_indicator"]
+    summary["gap_q_star_over"] = q_star_over
     summary["gap_optimiser_iterations"] = int(max(iters))
     summary["gap_optimiser_converged"] = bool(np.all(np.concatenate(converged)))
     summary["gap_tol"] = tol
