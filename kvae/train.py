@@ -486,6 +486,7 @@ def train(config=None, run_dir=None, *, callbacks=(), verbose="auto", data=None,
     """
     config = _as_config(config)
     check_components(config)
+    _check_streamed_strategy(config, data)
     # The strategy first: a multi-worker cluster must be set up before TensorFlow computes.
     strategy = distribute.get_strategy(config.strategy)
     chief = distribute.is_chief()
@@ -536,9 +537,24 @@ def _with_dataset_path(config, data):
     named = ds.endswith(".npz") or tables.is_table_path(ds) or os.sep in ds
     if data is None and named and os.path.exists(ds):
         config = config.replace(dataset=os.path.abspath(ds))
-    elif data is None and "://" not in ds and is_streamed(ds):  # a folder, a TFRecord glob
+    elif data is None and "://" not in ds and is_streamed(ds) and not ds.startswith("tfds:"):
+        # a folder, a TFRecord glob (a TensorFlow Datasets name "tfds:..." is no path)
         config = config.replace(dataset=os.path.abspath(ds))
     return config if data is not None else tables.table_config(config)
+
+
+def _check_streamed_strategy(config, data):
+    """A streamed data set under ``multi-worker`` is refused before the cluster starts."""
+    from kvae.datasets.sources import is_streamed
+
+    if config.strategy == "multi-worker" and data is None and is_streamed(config.dataset):
+        raise ConfigError(
+            "Expected a single-machine strategy for a streamed data set "
+            f"({config.dataset!r}). Received: strategy={config.strategy!r}. Keras 3.15's fit "
+            "cannot take kvae's padded (x, y, weight) stream under "
+            "MultiWorkerMirroredStrategy; in Python, kvae.distribute.distribute_images "
+            "streams each worker's own files (docs/scaling.md)."
+        )
 
 
 def _checked_data(config, data, strategy):
@@ -749,15 +765,26 @@ def _fit(config, model, arrays, initial_epoch, val_ds, callbacks, verbose):
     """``(history, seconds)`` of ``model.fit`` on the training arrays."""
     start = time.perf_counter()
     if _is_streamed(arrays):  # (x, label, weight) batches, one shape; Keras' own loop
-        history = model.fit(
-            arrays.train,
-            epochs=config.epochs,
-            shuffle=False,  # the stream shuffles its files itself
-            initial_epoch=initial_epoch,
-            validation_data=val_ds,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+        import tensorflow as tf
+
+        from kvae.datasets.images import decode_failure
+
+        try:
+            history = model.fit(
+                arrays.train,
+                epochs=config.epochs,
+                shuffle=False,  # the stream shuffles its files itself
+                initial_epoch=initial_epoch,
+                validation_data=val_ds,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        except tf.errors.InvalidArgumentError as err:
+            # A file that stopped decoding after the listing checked it: named by its path.
+            failure = decode_failure(err)
+            if failure is None:
+                raise
+            raise failure from None
         return history, time.perf_counter() - start
     train_y = arrays.y_train if _is_conditional(model) else None
     # VAE.fit feeds the arrays through kvae.datasets.make_dataset (one iterator for the

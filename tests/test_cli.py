@@ -245,6 +245,7 @@ def test_evaluate_gaps_method_and_records(run_dir):
     m = json.loads(result.stdout)
     assert m["log_likelihood_method"] == "quadrature" and m["gap_method"] == "quadrature"
     assert m["gap_num_examples"] == 6
+    assert m["gap_q_star_over"].startswith("the whole family (the head's outputs are all")
     assert m["seconds"]["gaps"] > 0  # the time row counts the gaps like every estimate
     # The identity: inference = approximation + amortisation (per example, so in the means).
     total = m["gap_approximation"] + m["gap_amortisation"]
@@ -797,6 +798,10 @@ def test_evaluate_help_lists_methods_and_gaps():
     assert result.exit_code == 0
     for text in ("iwae|exact|quadrature|ais|auto", "--gaps", "--gap-examples", "--ais-chains"):
         assert text in result.output
+    from kvae.evaluation.family import FAMILIES
+
+    # The CLI's literal choices (it imports no TensorFlow for --help) are the library's.
+    assert f"--gaps-family [{'|'.join(FAMILIES)}]" in result.output
 
 
 def test_evaluate_ais_defaults_are_the_librarys():

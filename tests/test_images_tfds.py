@@ -223,17 +223,6 @@ def test_other_file_formats_error(tmp_path):
         datasets.image_dataset("tfds:arr", data_dir=tmp_path)
 
 
-def _train_reads_tfds():
-    from kvae.datasets import sources
-
-    return "data_dir" in sources._LISTING
-
-
-@pytest.mark.skipif(
-    not _train_reads_tfds(),
-    reason="kvae train does not route tfds: sources yet (patches to kvae/train.py and "
-    "kvae/datasets/sources.py in the tfds branch's report)",
-)
 def test_kvae_train_and_evaluate_a_tfds_data_set(tmp_path):
     from click.testing import CliRunner
 

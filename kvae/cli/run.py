@@ -152,6 +152,16 @@ _METHODS = [*LOGLIK_METHODS, "auto"]
     "else AIS (or --method if not iwae). Added to the run's metrics.json and TensorBoard.",
 )
 @_count("--gap-examples", low=2, default=500, help="Test examples used for --gaps.")
+@click.option(
+    "--gaps-family",
+    type=click.Choice(["outputs", "full"]),
+    default="outputs",
+    show_default=True,
+    help="What the gaps' q* ranges over: the posterior head's per-example outputs (an iaf or "
+    "hierarchical posterior's shared weights stay fixed: the approximation gap is then an upper "
+    "bound of the family's) or the full family (a per-example copy of those weights too; slow, "
+    "use a small --gap-examples).",
+)
 @_count(
     "--batch-size",
     low=1,
@@ -169,6 +179,7 @@ def evaluate(
     ais_chains,
     with_gaps,
     gap_examples,
+    gaps_family,
     batch_size,
     max_examples,
     seed,
@@ -218,6 +229,7 @@ def evaluate(
             model,
             gap_x,
             method=gap_method,
+            family=gaps_family,
             batch_size=min(batch_size, 100),
             seed=seed,
             log_likelihood_options=_gap_log_likelihood_options(gap_method, ais_options, as_json),
@@ -264,6 +276,8 @@ def _table(run_dir, m):
             rows.append(f"    not finite for examples {bad[:20]}{' ...' if len(bad) > 20 else ''}")
     if "gap_inference" in m:
         rows.append(f"  gaps on {m['gap_num_examples']} examples (log p(x) by {m['gap_method']}):")
+        if "gap_q_star_over" in m:
+            rows.append(f"    q* over {m['gap_q_star_over']}")
         for name, what in (
             ("inference", "log p(x) - ELBO(q) = KL(q || p(z|x))"),
             ("approximation", "log p(x) - ELBO(q*)"),

@@ -73,7 +73,8 @@ _OPTIONS = [
         str,
         "Data set name (kvae plugins list), .npz path, folder of images (class sub-folders "
         "are labels), TFRecord path/glob (folders and TFRecords are streamed from disk), or "
-        "a table (.csv, .tsv, .parquet; needs kvae[tables]).",
+        "a table (.csv, .tsv, .parquet; needs kvae[tables]), or a TensorFlow Datasets data set "
+        "already prepared on disk (tfds:NAME[/CONFIG][:VERSION]; never downloaded).",
     ),
     (("--dataset-kwargs",), "dataset_kwargs", _JSONObject(), "Data set loader arguments (JSON)."),
     (

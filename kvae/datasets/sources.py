@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from kvae.datasets._tfds import is_tfds_source
 from kvae.datasets.images import ImageData, image_dataset, is_tfrecord_source, list_images
 from kvae.errors import ConfigError, DataError
 
@@ -48,6 +49,7 @@ _LISTING = (
     "test_fraction",
     "image_key",
     "label_key",
+    "data_dir",
 )
 _STREAMING = ("cache", "shuffle_buffer", "drop_remainder")
 
@@ -165,8 +167,14 @@ def streamed_data(config):
         )
     kwargs.setdefault("pixels", pixels_for(config.likelihood))
     streaming = {k: kwargs.pop(k) for k in _STREAMING if k in kwargs}
+    # Every file decoded once now, before the run directory is made: a file whose body is
+    # corrupt is named (or skipped and counted) before training, not mid-epoch.
     info = list_images(
-        config.dataset, image_size=config.image_size, on_bad_file=config.on_bad_file, **kwargs
+        config.dataset,
+        image_size=config.image_size,
+        on_bad_file=config.on_bad_file,
+        decode_check=True,
+        **kwargs,
     )
     info = _limit(info, config.max_train_examples, config.max_test_examples)
     if config.conditional and info.class_names is None:
@@ -189,6 +197,7 @@ def streamed_data(config):
     )
     options = info.options()
     pinned = config.replace(
+        dataset=info.source if is_tfds_source(config.dataset) else config.dataset,
         image_size=options.pop("image_size"),
         dataset_kwargs={**config.dataset_kwargs, **options},
     )
