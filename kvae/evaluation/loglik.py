@@ -163,7 +163,7 @@ def _default_batch(model, method):
     if method == "iwae":
         return inspect.signature(iwae.iwae_log_likelihood).parameters["batch_size"].default
     if method == "quadrature":
-        return quadrature._BATCH[model.latent_dim]  # its default: the same batches
+        return quadrature.default_batch_size(model)  # its default: the same batches
     return _EXACT_CHUNK
 
 

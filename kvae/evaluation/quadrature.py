@@ -45,6 +45,7 @@ __all__ = [
     "MAX_DENSIFY",
     "MAX_REFINE",
     "PosteriorGrid",
+    "default_batch_size",
     "elbo_quadrature",
     "grid_points",
     "kl_to_posterior",
@@ -55,6 +56,14 @@ __all__ = [
 DEFAULT_GRID = {1: 513, 2: 49, 3: 25}
 _COARSE = {1: 65, 2: 25, 3: 13}
 _BATCH = {1: 64, 2: 16, 3: 2}
+
+
+def default_batch_size(model):
+    """Examples per batch of :func:`quadrature_log_likelihood` by default (the grid of a
+    1-, 2- or 3-D latent times the batch bounds its memory)."""
+    return _BATCH[model.latent_dim]
+
+
 # nats: the largest resolution check (log p(x) on every other point vs all) answered.
 DEFAULT_RESOLUTION_TOL = 1e-2
 MAX_REFINE = 6
@@ -235,7 +244,7 @@ def quadrature_log_likelihood(
     _check(model, grid, num_sd, edge_tol, max_widen, batch_size, resolution_tol)
     x = np.asarray(x, np.float32)
     model.check_data(x)
-    bs = batch_size or _BATCH[model.latent_dim]
+    bs = batch_size or default_batch_size(model)
     est, edge, res, refined, used = [], [], [], [], []
     progress = Progress(-(-len(x) // bs), verbose, "batch", title="log p(x) by quadrature")
     for start in range(0, len(x), bs):
