@@ -324,7 +324,6 @@ def test_call_input_signature_lets_keras_export_the_reconstruction(tmp_path, con
     _close(served.serve(args), model(args))
 
 
-@pytest.mark.skipif("export" not in vars(kvae.VAE), reason="VAE.export is wired in at the merge")
 def test_model_export_method(tmp_path):
     """A Keras user's ``model.export(path)`` writes kvae's signatures."""
     model = kvae.VAE(data_shape=(6,), latent_dim=2, **MLP)

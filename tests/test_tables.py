@@ -4,7 +4,6 @@ per-family TFP distributions, a linear-Gaussian model whose log p(x_obs) and con
 mean of the missing entries are known in closed form, every posterior and prior family,
 and the command line end to end on a small CSV."""
 
-import inspect
 import json
 import math
 
@@ -318,10 +317,6 @@ def _coded_rows(n=16, seed=0, missing=0.2):
     return x
 
 
-@pytest.mark.skipif(
-    "column_distributions" not in inspect.getsource(testing),
-    reason="kvae.testing checks heads of one family only (the lead applies its mixed-head hook)",
-)
 def test_the_mixed_head_passes_kvae_testing_with_the_per_family_reference():
     testing.check_likelihood(
         "mixed",
@@ -577,26 +572,16 @@ def test_bad_rows_fail_before_any_work_and_write_nothing(table_run, tmp_path):
     assert not (tmp_path / "filled.csv").exists()
 
 
-@pytest.mark.skipif(
-    "table_config" not in inspect.getsource(kvae.train),
-    reason="kvae.train does not read tables yet (the lead applies kvae.tables' train hook)",
-)
-def test_kvae_train_takes_a_csv(tmp_path):
+def test_kvae_train_takes_a_csv(tmp_path, monkeypatch):
     path = tmp_path / "patients.csv"
     _patients(100).to_csv(path, index=False)
-    out = _kvae(
-        "train",
-        "--dataset",
-        path,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-        "--run-dir",
-        tmp_path / "run",
-    )
+    monkeypatch.chdir(tmp_path)  # the default run directory, runs/<stamp>-<short name>
+    out = _kvae("train", "--dataset", path, "--epochs", "1", "--batch-size", "32")
     assert out.exit_code == 0, out.output
-    schema = tables.load_schema(tmp_path / "run")
+    # Named after the components it trained (the table encoder), not the defaults' mlp.
+    (made,) = (tmp_path / "runs").iterdir()
+    assert made.name.endswith("-patients-table-z2"), made.name
+    schema = tables.load_schema(made)
     assert schema.kinds == ["continuous", "count", "binary", "categorical"]
-    out = _kvae("impute", tmp_path / "run", path, "-o", tmp_path / "filled.csv", "-k", 10)
+    out = _kvae("impute", made, path, "-o", tmp_path / "filled.csv", "-k", 10)
     assert out.exit_code == 0, out.output

@@ -291,7 +291,7 @@ def train(config_file, recipe, run_dir, resume_dir, progress, **options):
       backup/       the state --resume continues from (weights, optimizer, epoch, step)
       logs/         TensorBoard event files (tensorboard --logdir RUN_DIR/logs)
     """
-    from kvae.train import default_run_dir, finished_epochs, finished_message, load_config
+    from kvae.train import finished_epochs, finished_message, load_config
     from kvae.train import train as run_training
 
     no_jit = options.pop("no_jit")
@@ -334,12 +334,12 @@ def train(config_file, recipe, run_dir, resume_dir, progress, **options):
         if done is not None and config.epochs <= done:
             click.echo(finished_message(run_dir, done), err=True)
             return  # nothing to do is not an error: exit status 0
-    if run_dir is None:
-        run_dir = default_run_dir(config)
+    # run_dir None: kvae.train names it (runs/<stamp>-<short name>) once the data set has
+    # settled the components (a table's encoder is "table"), and announces it.
     verb = "Resuming" if config.resume else "Training"
 
     def announce(run_dir):  # once the config and the data have been checked
-        click.echo(f"{verb} {config.short_name}; writing the run to {run_dir}", err=True)
+        click.echo(f"{verb}: writing the run to {run_dir}", err=True)
 
     verbose = {"bar": "auto", "epoch": 2, "none": 0}[progress]
     result = run_training(config, run_dir, verbose=verbose, on_start=announce)
