@@ -585,3 +585,23 @@ def test_kvae_train_takes_a_csv(tmp_path, monkeypatch):
     assert schema.kinds == ["continuous", "count", "binary", "categorical"]
     out = _kvae("impute", made, path, "-o", tmp_path / "filled.csv", "-k", 10)
     assert out.exit_code == 0, out.output
+
+
+def test_the_table_encoder_reads_the_mask_not_only_the_zero_filled_values():
+    """A missing cell and an observed 0 give the encoder the same value (NaN -> 0): only
+    the mask tells them apart, so the features and q(z|x) must differ (an encoder fed the
+    values without the mask, or a mask of ones, gives equal outputs)."""
+    from kvae.tables.encoder import TableEncoder, observed_inputs
+
+    observed = np.array([[0.0, 0.0, 0.0, 0.0]], np.float32)  # age 0 (standardised), ...
+    for j in range(4):
+        holed = observed.copy()
+        holed[0, j] = np.nan
+        features = np.asarray(observed_inputs(holed, MIXED))
+        mask = features[0, -4:]
+        np.testing.assert_array_equal(mask, np.arange(4) != j)  # the hole, and only it
+    encoder = TableEncoder((4,), schema=MIXED.to_dict(), hidden=(16,))
+    holed = observed.copy()
+    holed[0, 0] = np.nan  # age missing vs age observed at the mean: same filled value
+    a, b = np.asarray(encoder(observed)), np.asarray(encoder(holed))
+    assert np.abs(a - b).max() > 1e-3
