@@ -163,22 +163,28 @@ def test_the_full_hierarchical_family_holds_a_gaussian_posterior():
 def test_the_batched_lbfgs_solves_each_row_alone():
     """kvae.evaluation.lbfgs.minimise on rows of independent ill-conditioned quadratics
     (condition numbers 1 to 1e4) and one Rosenbrock row: every row reaches its own minimum,
-    and a row that starts at its minimum stops at once (per-example stopping)."""
+    and a row that starts at its minimum stops at once (per-example stopping). The rows that
+    have stopped are not read again: the objective returns a value that would pass any line
+    search there (and a wrong gradient), and the evaluations see fewer live rows as rows
+    stop (the caller can leave them out)."""
     import tensorflow as tf
 
     from kvae.evaluation import lbfgs
 
     scales = tf.constant([[1.0, 1.0], [1.0, 100.0], [1.0, 1e4], [1.0, 1.0]], tf.float64)
     centre = tf.constant([[1.0, -2.0], [3.0, 0.5], [-1.0, 2.0], [0.0, 0.0]], tf.float64)
+    live_counts = []
 
-    def value_and_grad(x):
+    def value_and_grad(x, active):
+        live_counts.append(int(tf.reduce_sum(tf.cast(active, tf.int32))))
         with tf.GradientTape() as tape:
             tape.watch(x)
             quad = 0.5 * tf.reduce_sum(scales * (x - centre) ** 2, -1)
             rosen = (1 - x[:, 0]) ** 2 + 100 * (x[:, 1] - x[:, 0] ** 2) ** 2
             f = tf.where(tf.range(4) == 3, rosen, quad)
             total = tf.reduce_sum(f)
-        return f, tape.gradient(total, x)
+        grad = tape.gradient(total, x)
+        return tf.where(active, f, -1e30), tf.where(active[:, None], grad, 1.0)
 
     x0 = tf.constant([[0.0, 0.0], [0.0, 0.0], [-1.0, 2.0], [-1.2, 1.0]], tf.float64)
     x, f, iterations, converged, _ = lbfgs.minimise(
@@ -188,3 +194,31 @@ def test_the_batched_lbfgs_solves_each_row_alone():
     np.testing.assert_allclose(x.numpy(), expected, atol=1e-4)
     assert np.all(converged.numpy())
     assert iterations.numpy()[2] == 0 and iterations.numpy()[3] > 10
+    # The first evaluation is of every row; the row at its minimum is out from the second;
+    # the last evaluations are of Rosenbrock's row alone.
+    assert live_counts[0] == 4 and max(live_counts[1:]) == 3 and live_counts[-1] == 1
+
+
+def test_q_stars_objective_of_an_example_is_the_same_whichever_examples_run():
+    """The gaps' q* objective evaluated on the live examples only (padded to a bucket of
+    rows) gives each live example the value and gradient it has when every example runs:
+    its fixed samples do not depend on which others are still optimised."""
+    import tensorflow as tf
+
+    from kvae.evaluation import gap
+
+    model, x = _linear(), _data()[:11]
+    x = tf.constant(x, tf.float32)
+    params = model.posterior_head(model.encoder(x))
+    vg = gap._value_and_grad(model, gap._log_weights_fn(model), x, tf.constant([3, 4]), 64)
+    every_f, every_g = vg(params, tf.ones([11], tf.bool))
+    active = tf.constant([i in (1, 4, 9) for i in range(11)])
+    rows, real = gap._live_rows(active)
+    assert rows.shape == (gap.MIN_BUCKET,) and list(rows.numpy()[:3]) == [1, 4, 9]
+    assert int(tf.reduce_sum(tf.cast(real, tf.int32))) == 3
+    f, g = vg(params, active)
+    np.testing.assert_allclose(f.numpy()[[1, 4, 9]], every_f.numpy()[[1, 4, 9]], rtol=1e-5)
+    np.testing.assert_allclose(g.numpy()[[1, 4, 9]], every_g.numpy()[[1, 4, 9]], atol=1e-5)
+    assert np.all(g.numpy()[[0, 2, 3]] == 0)  # padding rows add nothing to a live gradient
+    rows, real = gap._live_rows(tf.range(40) < 17)  # 17 live of 40: a bucket of 32
+    assert rows.shape == (32,) and int(tf.reduce_sum(tf.cast(real, tf.int32))) == 17

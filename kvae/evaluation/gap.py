@@ -84,41 +84,88 @@ def elbo_samples(model, x, params, num_samples, seed):
 SCOUT_SAMPLES = 64
 
 
-def _value_and_grad(elbo, x, seed, num_samples):
-    """The objective of q*: minus the mean ELBO over fixed samples, per example ``[B]``, and
-    its gradient (examples are independent, so d sum / d params_b is example b's)."""
+# The live examples of an evaluation are padded to at least this many rows, and beyond it to
+# a power of two: at most ~log2(batch) shapes of the compiled ELBO, each compiled once.
+MIN_BUCKET = 8
 
-    def value_and_grad(params):
+
+def _live_rows(active):
+    """The rows of the examples still running, padded to a bucket size by repeating the first,
+    and the mask of the real ones: ``(rows [N], real [N])``, N = max(MIN_BUCKET, 2**k) >= the
+    number of live examples (at most the batch)."""
+    live = tf.cast(tf.where(active)[:, 0], tf.int32)
+    n = tf.size(live)
+    power = tf.math.ceil(tf.math.log(tf.cast(n, tf.float32) - 0.5) / tf.math.log(2.0))
+    bucket = tf.minimum(tf.maximum(MIN_BUCKET, tf.cast(2.0**power, tf.int32)), tf.size(active))
+    rows = tf.concat([live, tf.fill([bucket - n], live[0])], 0)
+    return rows, tf.range(bucket) < n
+
+
+def _value_and_grad(model, log_weights, x, seed, num_samples):
+    """The objective of q*: minus the mean ELBO over fixed samples, per example ``[B]``, and
+    its gradient (examples are independent, so d sum / d params_b is example b's), computed
+    on the live examples only (the others' rows are 0).
+
+    The samples are drawn for the whole batch (cheap: no decoder) and the live examples'
+    taken from them, so each example's samples stay the same whichever examples still run:
+    its objective is the same fixed-sample ELBO at every evaluation."""
+    batch = tf.shape(x)[0]
+
+    def value_and_grad(params, active):
+        rows, real = _live_rows(active)
         with tf.GradientTape() as tape:
             tape.watch(params)
-            neg = -tf.reduce_mean(elbo(x, params, seed, num_samples), axis=0)
+            z = model.posterior_head.distribution(params).sample(num_samples, seed=seed)
+            w = log_weights(tf.gather(x, rows), tf.gather(params, rows), tf.gather(z, rows, axis=1))
+            neg = tf.where(real, -tf.reduce_mean(w, axis=0), 0.0)
             total = tf.reduce_sum(neg)
-        return neg, tape.gradient(total, params)
+        grad = tape.gradient(total, params)
+        value = tf.scatter_nd(
+            tf.boolean_mask(rows, real)[:, None], tf.boolean_mask(neg, real), [batch]
+        )
+        return value, grad
 
     return value_and_grad
+
+
+def _log_weights_fn(model):
+    """log w of given samples z ``[S, N, L]`` of the posterior with parameters ``params``,
+    compiled (one graph per batch shape: the live examples' buckets)."""
+    fn = getattr(model, "_kvae_log_weights_fn", None)
+    if fn is None:
+
+        def log_weights_tf(x, params, z):
+            q = model.posterior_head.distribution(params)
+            return objectives.log_weights(
+                model.likelihood_head.prepare(x), q, model.prior_distribution(), model.decode, z
+            )
+
+        fn = _compile_mode.function(log_weights_tf)
+        model._kvae_log_weights_fn = fn
+    return fn
 
 
 def _optimiser(model):
     """The whole two-stage optimisation of q* as one graph (cached on the model)."""
     fn = getattr(model, "_kvae_q_star_fn", None)
     if fn is None:
-        elbo = _elbo_samples_fn(model)
+        log_weights = _log_weights_fn(model)
 
         def run(x, params0, seed, opt_samples, scout, tol, max_iterations):
             history, start, it1 = None, params0, 0
             if scout < opt_samples:
                 vg = _value_and_grad(
-                    elbo, x, tf.random.experimental.stateless_fold_in(seed, 1), scout
+                    model, log_weights, x, tf.random.experimental.stateless_fold_in(seed, 1), scout
                 )
                 start, _, it1, _, history = lbfgs.minimise(
                     vg, params0, tol=tol, max_iterations=max_iterations
                 )
-            vg = _value_and_grad(elbo, x, seed, opt_samples)
+            vg = _value_and_grad(model, log_weights, x, seed, opt_samples)
             position, value, it2, converged, _ = lbfgs.minimise(
                 vg, start, tol=tol, max_iterations=max_iterations, history=history
             )
             # Keep q* only where it improved on the start, on the final objective.
-            better = value < vg(params0)[0]
+            better = value < vg(params0, tf.ones([tf.shape(x)[0]], tf.bool))[0]
             return tf.where(better[:, None], position, params0), it1 + it2, converged
 
         # Not XLA as a whole: the ELBO inside is compiled as kvae compiles its estimators,
