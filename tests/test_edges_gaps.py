@@ -222,3 +222,26 @@ def test_q_stars_objective_of_an_example_is_the_same_whichever_examples_run():
     assert np.all(g.numpy()[[0, 2, 3]] == 0)  # padding rows add nothing to a live gradient
     rows, real = gap._live_rows(tf.range(40) < 17)  # 17 live of 40: a bucket of 32
     assert rows.shape == (32,) and int(tf.reduce_sum(tf.cast(real, tf.int32))) == 17
+
+
+def test_gaps_use_a_log_likelihood_given_for_the_same_examples():
+    """gaps(log_likelihood_result=) takes log p(x) as given (here the exact one moved up by
+    1 nat: the inference and approximation gaps move by exactly 1, the amortisation gap not
+    at all), and refuses one for other examples or by a method the gaps do not use."""
+    import dataclasses
+
+    model, x = _linear(), _data()[:6]
+    ll = evaluation.log_likelihood(model, x, method="exact")
+    moved = dataclasses.replace(ll, estimate=ll.estimate + 1.0)
+    g = evaluation.gaps(model, x, max_iterations=3)
+    h = evaluation.gaps(model, x, max_iterations=3, log_likelihood_result=moved)
+    np.testing.assert_allclose(h["inference_gap"], g["inference_gap"] + 1.0, atol=1e-6)
+    np.testing.assert_allclose(h["approximation_gap"], g["approximation_gap"] + 1.0, atol=1e-6)
+    np.testing.assert_allclose(h["amortisation_gap"], g["amortisation_gap"], atol=1e-6)
+    with pytest.raises(ConfigError, match="for the 5 examples of x"):
+        evaluation.gaps(model, x[:5], log_likelihood_result=ll)
+    iwae = dataclasses.replace(ll, method="iwae")
+    with pytest.raises(ConfigError, match="Received: one by 'iwae'"):
+        evaluation.gaps(model, x, log_likelihood_result=iwae)
+    with pytest.raises(ConfigError, match="by method='quadrature' as asked"):
+        evaluation.gaps(model, x, method="quadrature", log_likelihood_result=ll)
