@@ -213,15 +213,14 @@ def test_q_stars_objective_of_an_example_is_the_same_whichever_examples_run():
     vg = gap._value_and_grad(model, gap._log_weights_fn(model), x, tf.constant([3, 4]), 64)
     every_f, every_g = vg(params, tf.ones([11], tf.bool))
     active = tf.constant([i in (1, 4, 9) for i in range(11)])
-    rows, real = gap._live_rows(active)
-    assert rows.shape == (gap.MIN_BUCKET,) and list(rows.numpy()[:3]) == [1, 4, 9]
-    assert int(tf.reduce_sum(tf.cast(real, tf.int32))) == 3
+    rows, real = gap._live_rows(active, 8)
+    assert list(rows.numpy()) == [1, 4, 9, 1, 1, 1, 1, 1]
+    assert list(real.numpy()) == [True] * 3 + [False] * 5
     f, g = vg(params, active)
     np.testing.assert_allclose(f.numpy()[[1, 4, 9]], every_f.numpy()[[1, 4, 9]], rtol=1e-5)
     np.testing.assert_allclose(g.numpy()[[1, 4, 9]], every_g.numpy()[[1, 4, 9]], atol=1e-5)
-    assert np.all(g.numpy()[[0, 2, 3]] == 0)  # padding rows add nothing to a live gradient
-    rows, real = gap._live_rows(tf.range(40) < 17)  # 17 live of 40: a bucket of 32
-    assert rows.shape == (32,) and int(tf.reduce_sum(tf.cast(real, tf.int32))) == 17
+    assert np.all(f.numpy()[[0, 2, 3]] == 0) and np.all(g.numpy()[[0, 2, 3]] == 0)
+    assert gap._buckets(100) == [8, 16, 32, 64, 100] and gap._buckets(5) == [5]
 
 
 def test_gaps_use_a_log_likelihood_given_for_the_same_examples():

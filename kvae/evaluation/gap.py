@@ -90,41 +90,54 @@ SCOUT_SAMPLES = 64
 MIN_BUCKET = 8
 
 
-def _live_rows(active):
-    """The rows of the examples still running, padded to a bucket size by repeating the first,
-    and the mask of the real ones: ``(rows [N], real [N])``, N = max(MIN_BUCKET, 2**k) >= the
-    number of live examples (at most the batch)."""
+def _buckets(batch):
+    """The sizes the live examples of a batch of ``batch`` are padded to, smallest first."""
+    sizes, size = [], MIN_BUCKET
+    while size < batch:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, batch]
+
+
+def _live_rows(active, size):
+    """The rows of the examples still running (at most ``size``), padded to ``size`` by
+    repeating the first, and the mask of the real ones: ``(rows [size], real [size])``."""
     live = tf.cast(tf.where(active)[:, 0], tf.int32)
     n = tf.size(live)
-    power = tf.math.ceil(tf.math.log(tf.cast(n, tf.float32) - 0.5) / tf.math.log(2.0))
-    bucket = tf.minimum(tf.maximum(MIN_BUCKET, tf.cast(2.0**power, tf.int32)), tf.size(active))
-    rows = tf.concat([live, tf.fill([bucket - n], live[0])], 0)
-    return rows, tf.range(bucket) < n
+    rows = tf.concat([live, tf.fill([size - n], live[0])], 0)
+    return tf.reshape(rows, [size]), tf.range(size) < n
 
 
 def _value_and_grad(model, log_weights, x, seed, num_samples):
     """The objective of q*: minus the mean ELBO over fixed samples, per example ``[B]``, and
     its gradient (examples are independent, so d sum / d params_b is example b's), computed
-    on the live examples only (the others' rows are 0).
+    on the live examples only, padded to the smallest of :func:`_buckets` that holds them
+    (the others' rows are 0).
 
     The samples are drawn for the whole batch (cheap: no decoder) and the live examples'
     taken from them, so each example's samples stay the same whichever examples still run:
-    its objective is the same fixed-sample ELBO at every evaluation."""
-    batch = tf.shape(x)[0]
+    its objective is the same fixed-sample ELBO at every evaluation. Each bucket is a branch
+    of static shapes, so the compiled ELBO sees a fixed batch in each (XLA refuses some
+    gradients of a batch of unknown size)."""
+    batch = int(x.shape[0])
+    sizes = _buckets(batch)
 
-    def value_and_grad(params, active):
-        rows, real = _live_rows(active)
+    def bucket(params, active, size):
+        rows, real = _live_rows(active, size)
         with tf.GradientTape() as tape:
             tape.watch(params)
             z = model.posterior_head.distribution(params).sample(num_samples, seed=seed)
             w = log_weights(tf.gather(x, rows), tf.gather(params, rows), tf.gather(z, rows, axis=1))
             neg = tf.where(real, -tf.reduce_mean(w, axis=0), 0.0)
             total = tf.reduce_sum(neg)
-        grad = tape.gradient(total, params)
-        value = tf.scatter_nd(
-            tf.boolean_mask(rows, real)[:, None], tf.boolean_mask(neg, real), [batch]
-        )
-        return value, grad
+        # Padding rows repeat a live row with value 0: the sum over duplicates is the live one.
+        return tf.scatter_nd(rows[:, None], neg, [batch]), tape.gradient(total, params)
+
+    def value_and_grad(params, active):
+        n = tf.reduce_sum(tf.cast(active, tf.int32))
+        index = tf.reduce_sum(tf.cast(tf.constant(sizes[:-1], tf.int32) < n, tf.int32))
+        branches = [lambda size=size: bucket(params, active, size) for size in sizes]
+        return tf.switch_case(index, branches)
 
     return value_and_grad
 
