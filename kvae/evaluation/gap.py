@@ -206,7 +206,10 @@ def optimise_posterior(
     :data:`SCOUT_SAMPLES` samples (an eighth of the cost per iteration, most of the
     iterations), then on the ``opt_samples`` from there, keeping the curvature learnt: q*
     minimises the ``opt_samples`` objective to ``tol`` as before, in a few of its costly
-    iterations. An example keeps its starting parameters where q* did not improve on them.
+    iterations. Each evaluation runs only the examples still optimising (padded to a few
+    bucket sizes, :func:`_buckets`), with the samples they have in the whole batch: its cost
+    follows the live examples, not the slowest one's iterations times the batch. An example
+    keeps its starting parameters where q* did not improve on them.
 
     Returns ``(params_star, iterations, converged)``: the parameters (a tensor shaped as the
     head's output; ``model.posterior_head.distribution(params_star)`` is q*), the most
@@ -316,7 +319,10 @@ def gaps(
             lower bound; IWAE is only used if asked for, since its bias inflates no gap but
             hides part of the inference gap).
         num_samples: samples per example of each final ELBO estimate.
-        opt_samples: fixed samples per example of the objective q* is optimised on.
+        opt_samples: fixed samples per example of the objective q* is optimised on. Fewer
+            make q* fit its samples rather than the ELBO, and so over-state the approximation
+            gap: on the default 2-D MNIST model, 256 instead of 512 added 0.0040 nats (standard
+            error 0.0003, 500 test images) for 2.4 s less of 22.7 s.
         tol: L-BFGS stops when the ELBO improves by less than this (nats) per iteration.
         max_iterations: L-BFGS iterations at most.
         log_likelihood_options: options of the log p(x) method.
