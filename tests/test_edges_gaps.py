@@ -163,22 +163,28 @@ def test_the_full_hierarchical_family_holds_a_gaussian_posterior():
 def test_the_batched_lbfgs_solves_each_row_alone():
     """kvae.evaluation.lbfgs.minimise on rows of independent ill-conditioned quadratics
     (condition numbers 1 to 1e4) and one Rosenbrock row: every row reaches its own minimum,
-    and a row that starts at its minimum stops at once (per-example stopping)."""
+    and a row that starts at its minimum stops at once (per-example stopping). The rows that
+    have stopped are not read again: the objective returns a value that would pass any line
+    search there (and a wrong gradient), and the evaluations see fewer live rows as rows
+    stop (the caller can leave them out)."""
     import tensorflow as tf
 
     from kvae.evaluation import lbfgs
 
     scales = tf.constant([[1.0, 1.0], [1.0, 100.0], [1.0, 1e4], [1.0, 1.0]], tf.float64)
     centre = tf.constant([[1.0, -2.0], [3.0, 0.5], [-1.0, 2.0], [0.0, 0.0]], tf.float64)
+    live_counts = []
 
-    def value_and_grad(x):
+    def value_and_grad(x, active):
+        live_counts.append(int(tf.reduce_sum(tf.cast(active, tf.int32))))
         with tf.GradientTape() as tape:
             tape.watch(x)
             quad = 0.5 * tf.reduce_sum(scales * (x - centre) ** 2, -1)
             rosen = (1 - x[:, 0]) ** 2 + 100 * (x[:, 1] - x[:, 0] ** 2) ** 2
             f = tf.where(tf.range(4) == 3, rosen, quad)
             total = tf.reduce_sum(f)
-        return f, tape.gradient(total, x)
+        grad = tape.gradient(total, x)
+        return tf.where(active, f, -1e30), tf.where(active[:, None], grad, 1.0)
 
     x0 = tf.constant([[0.0, 0.0], [0.0, 0.0], [-1.0, 2.0], [-1.2, 1.0]], tf.float64)
     x, f, iterations, converged, _ = lbfgs.minimise(
@@ -188,3 +194,53 @@ def test_the_batched_lbfgs_solves_each_row_alone():
     np.testing.assert_allclose(x.numpy(), expected, atol=1e-4)
     assert np.all(converged.numpy())
     assert iterations.numpy()[2] == 0 and iterations.numpy()[3] > 10
+    # The first evaluation is of every row; the row at its minimum is out from the second;
+    # the last evaluations are of Rosenbrock's row alone.
+    assert live_counts[0] == 4 and max(live_counts[1:]) == 3 and live_counts[-1] == 1
+
+
+def test_q_stars_objective_of_an_example_is_the_same_whichever_examples_run():
+    """The gaps' q* objective evaluated on the live examples only (padded to a bucket of
+    rows) gives each live example the value and gradient it has when every example runs:
+    its fixed samples do not depend on which others are still optimised."""
+    import tensorflow as tf
+
+    from kvae.evaluation import gap
+
+    model, x = _linear(), _data()[:11]
+    x = tf.constant(x, tf.float32)
+    params = model.posterior_head(model.encoder(x))
+    vg = gap._value_and_grad(model, gap._log_weights_fn(model), x, tf.constant([3, 4]), 64)
+    every_f, every_g = vg(params, tf.ones([11], tf.bool))
+    active = tf.constant([i in (1, 4, 9) for i in range(11)])
+    rows, real = gap._live_rows(active, 8)
+    assert list(rows.numpy()) == [1, 4, 9, 1, 1, 1, 1, 1]
+    assert list(real.numpy()) == [True] * 3 + [False] * 5
+    f, g = vg(params, active)
+    np.testing.assert_allclose(f.numpy()[[1, 4, 9]], every_f.numpy()[[1, 4, 9]], rtol=1e-5)
+    np.testing.assert_allclose(g.numpy()[[1, 4, 9]], every_g.numpy()[[1, 4, 9]], atol=1e-5)
+    assert np.all(f.numpy()[[0, 2, 3]] == 0) and np.all(g.numpy()[[0, 2, 3]] == 0)
+    assert gap._buckets(100) == [8, 16, 32, 64, 100] and gap._buckets(5) == [5]
+
+
+def test_gaps_use_a_log_likelihood_given_for_the_same_examples():
+    """gaps(log_likelihood_result=) takes log p(x) as given (here the exact one moved up by
+    1 nat: the inference and approximation gaps move by exactly 1, the amortisation gap not
+    at all), and refuses one for other examples or by a method the gaps do not use."""
+    import dataclasses
+
+    model, x = _linear(), _data()[:6]
+    ll = evaluation.log_likelihood(model, x, method="exact")
+    moved = dataclasses.replace(ll, estimate=ll.estimate + 1.0)
+    g = evaluation.gaps(model, x, max_iterations=3)
+    h = evaluation.gaps(model, x, max_iterations=3, log_likelihood_result=moved)
+    np.testing.assert_allclose(h["inference_gap"], g["inference_gap"] + 1.0, atol=1e-6)
+    np.testing.assert_allclose(h["approximation_gap"], g["approximation_gap"] + 1.0, atol=1e-6)
+    np.testing.assert_allclose(h["amortisation_gap"], g["amortisation_gap"], atol=1e-6)
+    with pytest.raises(ConfigError, match="for the 5 examples of x"):
+        evaluation.gaps(model, x[:5], log_likelihood_result=ll)
+    iwae = dataclasses.replace(ll, method="iwae")
+    with pytest.raises(ConfigError, match="Received: one by 'iwae'"):
+        evaluation.gaps(model, x, log_likelihood_result=iwae)
+    with pytest.raises(ConfigError, match="by method='quadrature' as asked"):
+        evaluation.gaps(model, x, method="quadrature", log_likelihood_result=ll)

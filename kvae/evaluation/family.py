@@ -79,7 +79,7 @@ def optimise_with_shared_weights(model, objective, params0, evaluate, *, tol, ma
         pieces = tf.split(flat[0], [size, *sizes])
         return pieces[0][None], [tf.reshape(p, s) for p, s in zip(pieces[1:], shapes, strict=True)]
 
-    def value_and_grad(flat):
+    def value_and_grad(flat, active=None):  # one example: always active
         params, weights = unpack(flat)
         for v, w in zip(shared, weights, strict=True):
             v.assign(w)

@@ -1,8 +1,10 @@
 """A batched L-BFGS for many independent small problems at once (the gaps' q* per example).
 
 ``minimise(value_and_grad, x0)`` minimises f_b(x_b) for every row b of ``x0`` ``[B, P]``,
-where ``value_and_grad(x) -> (f [B], grad [B, P])`` and row b of the gradient depends on row b
-only. Every example has its own curvature pairs, step and stopping test: an example stops
+where ``value_and_grad(x, active) -> (f [B], grad [B, P])``, row b of the gradient depends on
+row b only, and only the rows where the bool ``active`` ``[B]`` is true are read (the others
+may hold any finite value: the caller can leave out the examples that have stopped, so an
+evaluation costs in proportion to the examples still running). Every example has its own curvature pairs, step and stopping test: an example stops
 (and its row no longer moves) when its value improves by less than ``tol`` in an iteration,
 when its gradient vanishes, or when its line search fails (it keeps its last accepted point);
 the loop ends when all have stopped or after ``max_iterations``.
@@ -82,7 +84,7 @@ def minimise(value_and_grad, x0, *, tol, max_iterations, memory=10, max_halvings
         hist = tf.zeros(tf.stack([memory, batch, size]), dtype)
         history = (hist, hist, tf.zeros(tf.stack([memory, batch]), dtype), tf.zeros([batch], dtype))
     s_hist, y_hist, rho, gamma = history
-    f0, g0 = value_and_grad(x0)
+    f0, g0 = value_and_grad(x0, tf.ones([batch], tf.bool))
     d0, slope0 = _direction(g0, s_hist, y_hist, rho, gamma)
     conv0 = (tf.norm(g0, axis=-1) < 1e-7) | ((gamma > 0) & (-slope0 < tol))
     state = (
@@ -108,7 +110,7 @@ def minimise(value_and_grad, x0, *, tol, max_iterations, memory=10, max_halvings
     def step(n, x, f, g, d, slope, t, s_hist, y_hist, rho, gamma, done, conv, iters):
         active = tf.logical_not(done)
         trial = x + tf.where(active, t, 0.0)[:, None] * d
-        f_t, g_t = value_and_grad(trial)
+        f_t, g_t = value_and_grad(trial, active)
         ok = tf.math.is_finite(f_t) & tf.reduce_all(tf.math.is_finite(g_t), -1)
         ok &= active & (f_t <= f + _ARMIJO * t * slope)
         s, y = trial - x, g_t - g
