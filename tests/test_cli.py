@@ -245,6 +245,8 @@ def test_evaluate_gaps_method_and_records(run_dir):
     m = json.loads(result.stdout)
     assert m["log_likelihood_method"] == "quadrature" and m["gap_method"] == "quadrature"
     assert m["gap_num_examples"] == 6
+    # The gaps reuse evaluate's quadrature of the same first 6 examples, not a second run.
+    assert m["gap_log_likelihood_given"] is True
     assert m["gap_q_star_over"].startswith("the whole family (the head's outputs are all")
     assert m["seconds"]["gaps"] > 0  # the time row counts the gaps like every estimate
     # The identity: inference = approximation + amortisation (per example, so in the means).

@@ -347,8 +347,10 @@ def gaps(
     ``inference_gap``, ``approximation_gap``, ``amortisation_gap`` and a ``*_stderr`` for
     each; ``summary``, a JSON-able dict with each gap's mean over examples and the standard
     error of that mean (``gap_<name>``, ``gap_<name>_stderr``), the method used, what q*
-    ranged over in words (``gap_q_star_over``) and the optimiser's iterations, and ``gap_seconds`` (wall clock of the whole call: log p(x),
-    the optimisation and the ELBOs); and ``params_star``, q*'s parameters.
+    ranged over in words (``gap_q_star_over``), whether log p(x) was given
+    (``gap_log_likelihood_given``) or estimated here, the optimiser's iterations, and
+    ``gap_seconds`` (wall clock of the whole call: log p(x) unless given, the optimisation
+    and the ELBOs); and ``params_star``, q*'s parameters.
 
     The standard errors are Monte Carlo noise. The error of log p(x) they do not hold is
     reported beside them, not folded in: by quadrature ``gap_log_likelihood_resolution_error``
@@ -431,6 +433,8 @@ def gaps(
         "method": ll.method,
     }
     summary = {"gap_method": ll.method, "gap_num_examples": int(len(x))}
+    # Whether log p(x) came with the call (log_likelihood_result) or was estimated here.
+    summary["gap_log_likelihood_given"] = log_likelihood_result is not None
     for name in ("inference", "approximation", "amortisation"):
         values = out[f"{name}_gap"]
         bad = np.flatnonzero(~np.isfinite(values)).tolist()

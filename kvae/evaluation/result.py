@@ -38,6 +38,21 @@ class LogLikelihood:
     def __len__(self):
         return len(self.estimate)
 
+    def head(self, n):
+        """The result of the first ``n`` examples (per-example arrays in ``info`` cut too):
+        what :func:`kvae.evaluation.gaps` takes as ``log_likelihood_result`` for the first
+        ``n`` examples of the data this result covers."""
+        count = len(self)
+        if not 0 < n <= count:
+            raise ValueError(f"Expected 0 < n <= {count}. Received: n={n}.")
+
+        def cut(value):
+            per_example = isinstance(value, np.ndarray) and value.shape[:1] == (count,)
+            return value[:n] if per_example else value
+
+        info = {k: cut(v) for k, v in self.info.items()}
+        return LogLikelihood(self.estimate[:n], self.stderr[:n], self.method, info)
+
     @property
     def nan_indices(self):
         """Indices of examples whose estimate is not finite (NaN or infinite)."""

@@ -219,6 +219,7 @@ def evaluate(
     method="iwae",
     y=None,
     max_examples=None,
+    return_log_likelihood=False,
     **options,
 ):
     """Test metrics of ``model`` on ``x`` (numpy, already binarised if the model was trained on
@@ -253,6 +254,10 @@ def evaluate(
             dataset, whose elements' y are the conditions.
         max_examples: only the first examples of ``x`` (None: all of them). Needed for
             ``method="ais"`` on a dataset (AIS takes its examples as one array).
+        return_log_likelihood: also return the per-example log p(x) result
+            (:class:`~kvae.evaluation.LogLikelihood`, None with ``num_samples=0``), as
+            ``(metrics, result)``: ``gaps(..., log_likelihood_result=result.head(n))`` then
+            reuses it for the first ``n`` examples instead of estimating log p(x) again.
     """
     if num_samples != 0:
         positive_int("num_samples", num_samples)
@@ -295,6 +300,7 @@ def evaluate(
     seconds["elbo"] = time.perf_counter() - start
     if chosen == "ais" and streamed:  # AIS takes its (bounded) examples as one array
         x, options = data, dict(options, max_examples=max_examples)
+    ll = None
     if chosen is not None:
         start = time.perf_counter()
         what = f"importance-weighted bound, K={num_samples}" if chosen == "iwae" else chosen
@@ -311,7 +317,7 @@ def evaluate(
     result.update(latent_summary(model, x, verbose=inner, y=y, batch_size=chunk))
     seconds["latent"] = time.perf_counter() - start
     result["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    return result
+    return (result, ll) if return_log_likelihood else result
 
 
 def streamed_elbo(model, data, batch_size, *, verbose=0):
