@@ -33,7 +33,7 @@ before training starts: ``on_bad_file="error"`` (default) raises, ``"skip"`` lea
 out and lists them in the record's ``skipped``. A file whose header is sound but whose body
 does not decode is found by decoding: ``on_bad_file="skip"`` decodes every file once up front
 (``decode_check``) and leaves such files out too; otherwise the stream stops when it reaches
-one, with an error naming the file (:func:`decode_failure`). Images of different sizes need
+one, with an error naming the file (``kvae.datasets.images.decode_failure``). Images of different sizes need
 ``image_size``; otherwise one error names two of the files and their sizes.
 
 Preprocessing (:class:`ImageData` records it):
@@ -672,7 +672,7 @@ def image_dataset(
             ``on_bad_file="skip"``, which needs it (a skipped file must not count in the
             steps). Without it, such a file stops the stream when it comes: iteration or
             ``fit`` raises ``tf.errors.InvalidArgumentError`` naming the file
-            (:func:`decode_failure` turns it into a DataError).
+            (``kvae.datasets.images.decode_failure`` turns it into a DataError).
         image_key, label_key: the features of TFRecord sources.
         data_dir: where TensorFlow Datasets' prepared data sets are, for a "tfds:" source
             (None: ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).

@@ -60,7 +60,7 @@ def _owners(head, variables):
 
 def optimise_with_shared_weights(model, objective, params0, evaluate, *, tol, max_iterations):
     """q* for ONE example over its outputs and a copy of the shared weights: L-BFGS
-    (:func:`kvae.evaluation.lbfgs.minimise`) on the concatenated vector, the shared
+    (``kvae.evaluation.lbfgs.minimise``) on the concatenated vector, the shared
     variables assigned at each evaluation. ``objective(params)`` is minus the example's
     fixed-sample ELBO ``[1]`` for outputs ``params`` ``[1, P]`` with the variables' current
     values; ``evaluate(params)`` is called once with q*'s outputs and weights in place (its

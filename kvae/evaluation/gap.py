@@ -111,7 +111,7 @@ def _live_rows(active, size):
 def _value_and_grad(model, log_weights, x, seed, num_samples):
     """The objective of q*: minus the mean ELBO over fixed samples, per example ``[B]``, and
     its gradient (examples are independent, so d sum / d params_b is example b's), computed
-    on the live examples only, padded to the smallest of :func:`_buckets` that holds them
+    on the live examples only, padded to the smallest of ``_buckets`` that holds them
     (the others' rows are 0).
 
     The samples are drawn for the whole batch (cheap: no decoder) and the live examples'
@@ -202,16 +202,16 @@ def optimise_posterior(
 
     The posterior head's parameters are optimised directly, starting from ``params``
     (default: the encoder's output for ``x``), all examples at once but each with its own
-    curvature, step and stopping test (:func:`kvae.evaluation.lbfgs.minimise`, one compiled
+    curvature, step and stopping test (``kvae.evaluation.lbfgs.minimise``, one compiled
     graph), on the mean of :func:`elbo_samples` over a fixed set of ``opt_samples``
     reparameterised samples per example (the same at every iteration, drawn with the
     stateless ``seed``, so the objective is deterministic), until the ELBO improves by less
     than ``tol`` nats in an iteration, or after ``max_iterations``. Two stages: first on
-    :data:`SCOUT_SAMPLES` samples (an eighth of the cost per iteration, most of the
+    ``SCOUT_SAMPLES`` samples (an eighth of the cost per iteration, most of the
     iterations), then on the ``opt_samples`` from there, keeping the curvature learnt: q*
     minimises the ``opt_samples`` objective to ``tol`` as before, in a few of its costly
     iterations. Each evaluation runs only the examples still optimising (padded to a few
-    bucket sizes, :func:`_buckets`), with the samples they have in the whole batch: its cost
+    bucket sizes, ``_buckets``), with the samples they have in the whole batch: its cost
     follows the live examples, not the slowest one's iterations times the batch. An example
     keeps its starting parameters where q* did not improve on them.
 
@@ -331,7 +331,7 @@ def gaps(
         max_iterations: L-BFGS iterations at most.
         log_likelihood_options: options of the log p(x) method.
         log_likelihood_result: log p(x) of these same examples already computed (a
-            :class:`kvae.evaluation.LogLikelihood` by a method of :data:`GAP_METHODS`, such
+            :class:`kvae.evaluation.LogLikelihood` by a method of ``GAP_METHODS``, such
             as :func:`kvae.evaluation.log_likelihood`'s on ``x``): used as it is instead of
             computing it again (with quadrature, about a third of the gaps' time otherwise).
         verbose: progress over the batches of q*'s optimisation, as

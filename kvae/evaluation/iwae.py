@@ -77,7 +77,7 @@ def iwae_log_likelihood(
     in the batch's first index, then the chunk's first sample, so results do not depend on
     how many examples are evaluated together beyond ``batch_size``. ``y``: the conditions
     of a conditional model (log p(x|y)). ``offset``: the index of ``x[0]`` in a larger data
-    set evaluated in pieces (a stream, :mod:`kvae.evaluation.stream`): the seeds are those of
+    set evaluated in pieces (a stream, ``kvae.evaluation.stream``): the seeds are those of
     the whole set's batches, so the pieces give the numbers the whole set gives.
 
     ``verbose``: 0 silent, 1 Keras' progress bar (one step per batch of examples, with the

@@ -11,7 +11,7 @@
 records its choice in the result's ``method``.
 
 ``x`` may be a ``tf.data.Dataset`` of batches (kvae's padded ``(x, y, weight)`` batches, or
-``(x, y)`` / ``x``): it is streamed (:mod:`kvae.evaluation.stream`) in chunks of the method's
+``(x, y)`` / ``x``): it is streamed (``kvae.evaluation.stream``) in chunks of the method's
 batch size, padded rows left out, and only the per-example estimates are kept; the numbers
 are those of the same examples as one array. AIS, minutes per hundred examples, takes a
 stream only with ``max_examples`` (the first examples, as one array).

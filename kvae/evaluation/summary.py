@@ -29,7 +29,7 @@ likelihoods give log probabilities (<= 0). Compare such figures only between mod
 same likelihood family on the same data scale.
 
 Every function here takes the data as a numpy array or as a ``tf.data.Dataset`` of batches
-(kvae's padded ``(x, y, weight)`` batches, ``(x, y)`` or ``x``; :mod:`kvae.evaluation.stream`):
+(kvae's padded ``(x, y, weight)`` batches, ``(x, y)`` or ``x``; ``kvae.evaluation.stream``):
 a dataset is streamed, its padded rows (weight 0) left out, and only numbers per example
 (log p(x), the posterior moments) are kept, never the images. A conditional model's
 conditions are then the elements' y. On the same examples, in the same order and with the
