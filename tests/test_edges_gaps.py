@@ -13,6 +13,22 @@ from kvae import evaluation
 from kvae.errors import ConfigError
 
 
+def _linear_vae(posterior, posterior_kwargs):
+    """A 2-D linear-Gaussian VAE on 5-D data (no hidden layers) with the given posterior."""
+    keras.utils.set_random_seed(0)
+    return kvae.VAE(
+        data_shape=(5,),
+        latent_dim=2,
+        encoder_kwargs={"hidden": []},
+        decoder_kwargs={"hidden": []},
+        likelihood="gaussian",
+        likelihood_kwargs={"scale": "scalar"},
+        posterior=posterior,
+        posterior_kwargs=posterior_kwargs,
+        seed=0,
+    )
+
+
 def test_each_gap_equals_its_closed_form():
     """inference gap = KL(q || p(z|x)), approximation gap = the best mean-field Gaussian's
     KL, amortisation gap = their difference, per example. Tolerances: 4 standard errors per
@@ -46,18 +62,7 @@ def _iaf_with_a_correlated_posterior(n=8):
     gate, so over the head's outputs the family is the diagonal Gaussians (best member: the
     closed-form mean-field q, approximation gap `mean_field_gap`), while with its MADE
     weights free it holds the true posterior (z2 affine in z0_1: approximation gap 0)."""
-    keras.utils.set_random_seed(0)
-    model = kvae.VAE(
-        data_shape=(5,),
-        latent_dim=2,
-        encoder_kwargs={"hidden": []},
-        decoder_kwargs={"hidden": []},
-        likelihood="gaussian",
-        likelihood_kwargs={"scale": "scalar"},
-        posterior="iaf",
-        posterior_kwargs={"num_steps": 1, "hidden_units": [8], "context_dim": 0},
-        seed=0,
-    )
+    model = _linear_vae("iaf", {"num_steps": 1, "hidden_units": [8], "context_dim": 0})
     model(np.zeros((1, 5), "float32"))  # build
     w = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], "float32")
     b = np.zeros(5, "float32")
@@ -135,18 +140,7 @@ def test_the_full_hierarchical_family_holds_a_gaussian_posterior():
     is nearly linear near 0): "full" reaches approximation gap ~0 where "outputs", with the
     untrained network fixed, cannot. Tolerance: 4 standard errors + 0.02 nats (the tanh
     network's curvature, the optimiser's tolerance and the fixed-sample bias)."""
-    keras.utils.set_random_seed(0)
-    model = kvae.VAE(
-        data_shape=(5,),
-        latent_dim=2,
-        encoder_kwargs={"hidden": []},
-        decoder_kwargs={"hidden": []},
-        likelihood="gaussian",
-        likelihood_kwargs={"scale": "scalar"},
-        posterior="hierarchical",
-        posterior_kwargs={"z1_dim": 1, "z2_dim": 1, "hidden": [4]},
-        seed=0,
-    )
+    model = _linear_vae("hierarchical", {"z1_dim": 1, "z2_dim": 1, "hidden": [4]})
     x = np.random.default_rng(0).standard_normal((3, 5)).astype("float32")
     model(x)
     weights = [w.copy() for w in model.posterior_head.inner.get_weights()]

@@ -45,17 +45,15 @@ def no_y_with_a_dataset(y):
 
 
 def _parts(element):
+    """``(x, y, weight)`` of an element, as Keras' ``fit`` reads it (None where absent)."""
+    import keras
+
     if isinstance(element, dict):
         raise DataError(
             "Expected dataset elements x, (x, y) or (x, y, weight). Received: a dict with keys "
             f"{sorted(element)}. Map the dataset to tuples first."
         )
-    if isinstance(element, (tuple, list)):
-        x = element[0]
-        y = element[1] if len(element) > 1 else None
-        w = element[2] if len(element) > 2 else None
-        return x, y, w
-    return element, None, None
+    return keras.utils.unpack_x_y_sample_weight(element)
 
 
 def _rows(data, with_y):
@@ -109,6 +107,11 @@ def first_examples(data, n, *, with_y=False):
     raise DataError("Expected a dataset with at least one example. Received: an empty one.")
 
 
+def _x_spec(spec):
+    """The ``TensorSpec`` of x in a dataset's element spec."""
+    return spec[0] if isinstance(spec, tuple) else spec
+
+
 def limited(data, n):
     """``data`` with only its first ``n`` real examples: unbatched, padding dropped, taken,
     and batched again in batches of the same size (the last one shorter)."""
@@ -118,7 +121,7 @@ def limited(data, n):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"Expected max_examples to be an integer >= 1. Received: {n!r}.")
     spec = data.element_spec
-    first = spec[0] if isinstance(spec, tuple) else spec
+    first = _x_spec(spec)
     batch = first.shape[0] if first.shape.rank else None
     rows = data.unbatch()
     if isinstance(spec, tuple) and len(spec) == 3:
@@ -130,8 +133,7 @@ def num_rows_bound(data):
     """An upper bound of the rows of ``data`` (batches times the static batch size), for a
     progress bar; None when unknown."""
     cardinality = int(data.cardinality())
-    spec = data.element_spec
-    first = spec[0] if isinstance(spec, tuple) else spec
+    first = _x_spec(data.element_spec)
     if cardinality < 0 or not first.shape.rank or first.shape[0] is None:
         return None
     return cardinality * int(first.shape[0])
