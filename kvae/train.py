@@ -565,7 +565,9 @@ def _checked_data(config, data, strategy):
 
     keras.utils.set_random_seed(config.seed)
     if data is None and is_streamed(config.dataset):
-        arrays = streamed_data(config)  # listed and probed now; decoded while training
+        # Listed, probed and every file decoded once now, before the run directory is made:
+        # a file whose body is corrupt is named (or skipped and counted) before training.
+        arrays = streamed_data(config, decode_check=True)
     else:
         arrays = load_data(config, data)
     if strategy.num_replicas_in_sync > 1:

@@ -141,8 +141,13 @@ def pixels_for(likelihood):
     return "uint8" if takes_bins else "unit"
 
 
-def streamed_data(config):
+def streamed_data(config, *, decode_check=None):
     """The :class:`Streamed` data of ``config`` (a TrainConfig whose dataset is streamed).
+
+    ``decode_check=True`` decodes every file once now (what ``kvae train`` does before it
+    makes the run directory, so a file with a corrupt body is named or skipped before
+    training); the default (``list_images``' rule: only with ``on_bad_file="skip"``) lets a
+    run read back for evaluation list and probe the files without decoding them twice.
 
     Raises DataError for bad input (before anything is decoded) and ConfigError for settings
     the streamed path does not support (binarize, a validation fraction, max_*_examples of
@@ -167,13 +172,11 @@ def streamed_data(config):
         )
     kwargs.setdefault("pixels", pixels_for(config.likelihood))
     streaming = {k: kwargs.pop(k) for k in _STREAMING if k in kwargs}
-    # Every file decoded once now, before the run directory is made: a file whose body is
-    # corrupt is named (or skipped and counted) before training, not mid-epoch.
     info = list_images(
         config.dataset,
         image_size=config.image_size,
         on_bad_file=config.on_bad_file,
-        decode_check=True,
+        decode_check=decode_check,
         **kwargs,
     )
     info = _limit(info, config.max_train_examples, config.max_test_examples)
